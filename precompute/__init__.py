@@ -1,0 +1,3 @@
+"""Stagescope precompute: model catalog and loaders, one module per method, datasets, the results
+schema and store, the CLI and publishing. Never imports Streamlit.
+"""
