@@ -54,6 +54,39 @@ TABLES: dict[str, dict[str, str]] = {
         "prob": "float64",
         "run_id": "string",
     },
+    # RSA (METHODS.md E3): representational dissimilarity matrices, long, strict upper triangle
+    # (stimulus_a < stimulus_b, ids sorted) per (model, residual state); variant "pool|dist|norm".
+    "rdm": {
+        "model": "string",
+        "method": "string",
+        "variant": "string",
+        "dataset": "string",
+        "layer": "int64",
+        "n_layers": "int64",
+        "rel_depth": "float64",
+        "stimulus_a": "string",
+        "stimulus_b": "string",
+        "value": "float64",
+        "run_id": "string",
+    },
+    # RSA layer x layer similarity (METHODS.md E3): Spearman of two RDMs' upper triangles.
+    "similarity": {
+        "model": "string",
+        "method": "string",
+        "variant": "string",
+        "dataset": "string",
+        "model_a": "string",
+        "model_b": "string",
+        "layer_a": "int64",
+        "layer_b": "int64",
+        "rel_depth_a": "float64",
+        "rel_depth_b": "float64",
+        "similarity": "string",
+        "compare": "string",
+        "n_stimuli": "int64",
+        "value": "float64",
+        "run_id": "string",
+    },
     # The prompts as each model tokenised them.
     "prompts": {
         "model": "string",
