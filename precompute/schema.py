@@ -87,6 +87,24 @@ TABLES: dict[str, dict[str, str]] = {
         "value": "float64",
         "run_id": "string",
     },
+    # Prediction/suppression neurons (METHODS.md D3): moments over the vocabulary of the cosine
+    # between each MLP neuron's output weights and every (normalised) unembedding column.
+    "neurons": {
+        "model": "string",
+        "method": "string",
+        "variant": "string",
+        "layer": "int64",
+        "n_layers": "int64",
+        "rel_depth": "float64",
+        "neuron": "int64",
+        "vocab_mean": "float64",
+        "vocab_var": "float64",
+        "vocab_skew": "float64",
+        "vocab_kurt": "float64",
+        "is_prediction": "bool",
+        "is_suppression": "bool",
+        "run_id": "string",
+    },
     # The prompts as each model tokenised them.
     "prompts": {
         "model": "string",
