@@ -121,15 +121,15 @@ def resolve_device(device: str = "auto") -> str:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that can change numbers."""
-    import transformer_lens
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
-    }
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("transformers", "transformer-lens"):
+        try:
+            out[dist.replace("-", "_")] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("-", "_")] = "not installed"
+    return out
 
 
 def _tiny_tokenizer() -> Any:

@@ -115,6 +115,8 @@ def test_constant_states_skip_rows_without_nan():
     cfg = IntrinsicDimensionConfig(decimations="1")
     recs = idm.state_records(np.ones((20, 8)), cfg, 0, 4, "mean", seed=0)
     assert recs == []  # one distinct point: every estimator is skipped, with a log line
+    few = sphere(8, 2, 4)  # fewer distinct points than min_points = 10
+    assert idm.state_records(few, cfg, 0, 4, "mean", seed=0) == []
 
 
 @pytest.fixture(scope="module")

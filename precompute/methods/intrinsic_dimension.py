@@ -66,7 +66,8 @@ class IntrinsicDimensionConfig(BaseConfig):
     ``discard_fraction`` = 0.1: SKDIM ``TwoNN`` and DADApy default (Valeriani et al. use 0.02).
     ``mle_k`` = 5: SKDIM ``MLE(K=5)``. ``pca_threshold`` = 0.9: E1 "global PCA at 90 %".
     ``decimations`` = "1,2,4": ours (a small DADApy-style decimation scan). ``n_docs`` = 200 and
-    ``max_tokens`` = 128: ours (CPU budget; E1 suggests 2,000-5,000 stimuli).
+    ``max_tokens`` = 128: ours (CPU budget; E1 suggests 2,000-5,000 stimuli). ``min_points`` = 10:
+    ours -- an estimate on fewer distinct points is skipped (logged), not stored.
     """
 
     n_docs: int = 200
@@ -76,6 +77,7 @@ class IntrinsicDimensionConfig(BaseConfig):
     mle_k: int = 5
     pca_threshold: float = 0.9
     decimations: str = "1,2,4"
+    min_points: int = 10
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,6 +283,10 @@ def state_records(
             order = rng.permutation(len(pts)) if dec > 1 else np.arange(len(pts))
             for j, idx in enumerate(np.array_split(order, dec)):
                 sub = pts[idx]
+                if len(sub) < cfg.min_points:
+                    log.info("skip %s|%s layer %d 1/%d: %d distinct points < min_points %d",
+                             estimator, pooling, layer, dec, len(sub), cfg.min_points)
+                    continue
                 try:
                     val = estimate(sub, estimator, cfg)
                 except ValueError as err:

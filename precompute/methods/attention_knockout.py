@@ -1,0 +1,610 @@
+"""Attention knockout (METHODS.md B2; Geva et al. 2023): when is a fact moved to the last token.
+
+For a fact prompt with subject tokens ``E = [b, e)`` and last position ``q = T-1``, block the
+attention edges *into* ``q`` from one set of keys, in a window of ``W`` layers around each centre
+layer ``l`` (``[max(0, l - W//2), min(L, l + ceil(W/2)))``), in every head, by setting the
+pre-softmax score to -inf so the remaining keys are renormalised. The key sets (``grp``):
+
+* ``subject``: the subject tokens ``E``;
+* ``non_subject``: every key ``j < q`` outside ``E``;
+* ``last``: ``q`` itself.
+
+The read-out is the clean prediction ``o = argmax p(. | prompt)`` (GEVA, not the gold string):
+``relative_diff_pct = 100 (p_new(o) - p_base(o)) / p_base(o)``. Two implementations that must agree
+(tested): ``impl="mask"`` edits the additive attention mask each attention layer receives (GEVA's
+``finfo.min`` mask), ``impl="score_hook"`` writes -inf into ``blocks.{i}.attn.hook_attn_scores``
+(TransformerLens's pre-softmax scores, after the causal mask; RAGER's approach). In grouped-query
+models (Llama, Gemma) keys and values are shared by groups of query heads, but scores are per query
+head, so the cut is applied to every query head. A query never loses all its keys: ``subject`` and
+``non_subject`` leave ``q`` itself, and ``last`` leaves every earlier key (checked, else NaN).
+
+Rows (``metrics``, ``layer_kind = "window_center"``, ``grp`` = key set, ``variant = "W{W}"``):
+``relative_diff_pct`` (percent), ``p_new`` and ``p_base`` (prob) per fact and centre layer.
+Per fact, ``layer_kind = "summary"`` rows (``layer = -1``, ``rel_depth = -1``, not a depth):
+``answer_correct`` (1 when the model's top token is the answer's first token; only those facts are
+knocked out, the others are recorded with 0 so accuracy is visible), ``subject_found`` (0 when the
+subject is not in the prompt) and ``subject_at_pos0`` (GEVA records it: without a BOS token, a
+subject at position 0 removes the attention sink).
+
+Example:
+    >>> from precompute.models import load_model
+    >>> lm = load_model("tiny-gpt2")
+    >>> prompt = "The Eiffel Tower is located in the city of"
+    >>> r = knockout_fact(lm, prompt, "Eiffel Tower", window=3)
+    >>> sorted(r.rel_diff) == ["last", "non_subject", "subject"]
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from precompute.methods import BaseConfig, Item, Method, RunContext, rel_depth
+from precompute.models import LoadedModel
+
+BLOCK_SETS = ("subject", "non_subject", "last")
+IMPLS = ("score_hook", "mask")
+
+
+@dataclass(frozen=True)
+class KnockoutConfig(BaseConfig):
+    """Defaults.
+
+    ``window`` = 9 (GEVA notebook, GPT-2 XL; seed 000 uses 4, i.e. 5 inclusive layers).
+    ``impl`` = score hook (ours; the mask path gives the same numbers, tested).
+    ``n_items`` = 185 (ours: the team's whole fact set; only correct facts are knocked out).
+    ``max_tokens`` = 64 (ours: fact prompts are short; longer prompts are refused, not cut,
+    because cutting would move the last position).
+    ``chunk_elems`` bounds the logits held at once (ours; Gemma's vocabulary is 262k).
+    ``subject`` is used by ``run-one`` only (``--set subject=...``).
+    """
+
+    window: int = 9
+    impl: str = "score_hook"
+    n_items: int = 185
+    max_tokens: int = 64
+    chunk_elems: int = 2**24
+    subject: str = ""
+
+
+# ------------------------------------------------------------------------------------------------
+# Facts: prompt, subject span, answer
+
+
+@dataclass(frozen=True)
+class FactPrompt:
+    """A fact prompt as one model tokenised it.
+
+    Attributes:
+        text: The prompt.
+        subject: The subject as it appears in ``text``.
+        ids: Token ids ``(1, T)``.
+        start: First subject token.
+        end: One past the last subject token (``[start, end)``).
+    """
+
+    text: str
+    subject: str
+    ids: torch.Tensor
+    start: int
+    end: int
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of tokens ``T``."""
+        return int(self.ids.shape[1])
+
+
+def fact_parts(item: Item) -> tuple[str, str, str, str]:
+    """``(prompt, subject, answer, relation)`` of a fact from ``facts`` or ``known_1000``.
+
+    The team's facts have ``template, subject, answer, relation``; ROME's known facts have
+    ``prompt, subject, attribute, relation_id``.
+    """
+    f = item.fields
+    answer = str(f.get("answer", f.get("attribute", "")))
+    relation = str(f.get("relation", f.get("relation_id", "")))
+    return item.text, str(f.get("subject", "")), answer, relation
+
+
+def subject_tokens(
+    lm: LoadedModel,
+    prompt: str,
+    subject: str | None = None,
+    char_span: tuple[int, int] | None = None,
+    max_tokens: int | None = None,
+) -> FactPrompt:
+    """Tokenise a fact prompt and find the subject's tokens through the offset mapping.
+
+    Args:
+        lm: Loaded model (its tokenizer).
+        prompt: The prompt; it must continue after the subject.
+        subject: Subject text (its first occurrence is used) ...
+        char_span: ... or the subject's character span ``[start, end)`` in ``prompt``.
+        max_tokens: Refuse longer prompts (cutting would move the last position).
+
+    Returns:
+        The tokenised prompt with the subject's token span.
+
+    Raises:
+        ValueError: Subject not found, empty, covering the last token, or the prompt too long.
+    """
+    if char_span is None:
+        if not subject or not subject.strip():
+            raise ValueError("Name the subject: it is empty.")
+        pos = prompt.find(subject)
+        if pos < 0:
+            raise ValueError(f"The subject {subject!r} does not occur in the prompt {prompt!r}.")
+        char_span = (pos, pos + len(subject))
+    cs, ce = char_span
+    if not (0 <= cs < ce <= len(prompt)):
+        raise ValueError(f"The subject span {char_span} is not inside the prompt.")
+    enc = lm.tokenizer(prompt, return_offsets_mapping=True)
+    ids = lm.tokenize(prompt)  # (1, T)
+    if enc.input_ids != ids[0].tolist():
+        raise ValueError("The tokenizer's offsets do not match the model's tokens for this prompt.")
+    n = ids.shape[1]
+    if max_tokens is not None and n > max_tokens:
+        raise ValueError(
+            f"The prompt has {n} tokens; the limit is {max_tokens}. Use a shorter fact prompt."
+        )
+    inside = [i for i, (s, e) in enumerate(enc.offset_mapping) if e > s and s < ce and e > cs]
+    if not inside:
+        raise ValueError(f"No token of the prompt covers the subject {prompt[cs:ce]!r}.")
+    start, end = inside[0], inside[-1] + 1
+    if end >= n:
+        raise ValueError(
+            f"The subject {prompt[cs:ce]!r} reaches the last token: a fact prompt must continue "
+            "after the subject (e.g. 'The Eiffel Tower is located in the city of')."
+        )
+    return FactPrompt(prompt, prompt[cs:ce], ids, start, end)
+
+
+def answer_matches(lm: LoadedModel, token_id: int, answer: str) -> bool:
+    """Whether the model's top token is the answer: the first token of ``" " + answer``.
+
+    Also accepted: the decoded token equals the answer after stripping spaces (ROME's test), for
+    tokenizers that do not merge the leading space.
+    """
+    answer = answer.strip()
+    if not answer:
+        return False
+    first = lm.tokenizer(" " + answer, add_special_tokens=False).input_ids[:1]
+    return first == [token_id] or lm.tokenizer.decode([token_id]).strip() == answer
+
+
+# ------------------------------------------------------------------------------------------------
+# The knockout itself
+
+
+def window_layers(center: int, window: int, n_layers: int) -> list[int]:
+    """Layers of the window around ``center``: ``[max(0, c - W//2), min(L, c + ceil(W/2)))``."""
+    if window <= 0:
+        return []
+    return list(range(max(0, center - window // 2), min(n_layers, center + math.ceil(window / 2))))
+
+
+def block_keys(grp: str, start: int, end: int, query: int) -> list[int]:
+    """Keys whose edge into ``query`` a key set blocks (``subject | non_subject | last``)."""
+    if grp == "subject":
+        return list(range(start, end))
+    if grp == "non_subject":
+        return [j for j in range(query) if not start <= j < end]
+    if grp == "last":
+        return [query]
+    raise ValueError(f"Unknown key set {grp!r}; use one of {BLOCK_SETS}.")
+
+
+@dataclass(frozen=True)
+class Cut:
+    """One knockout: block edges ``query -> keys`` in ``layers`` (every head)."""
+
+    layers: tuple[int, ...]
+    keys: tuple[int, ...]
+
+
+def _check_cuts(cuts: Sequence[Cut], query: int, n_tokens: int, n_layers: int) -> None:
+    if not 0 <= query < n_tokens:
+        raise ValueError(f"Query position {query} is outside the prompt (T = {n_tokens}).")
+    visible = set(range(query + 1))
+    for cut in cuts:
+        if any(not 0 <= layer < n_layers for layer in cut.layers):
+            raise ValueError(f"Layers {cut.layers} outside 0..{n_layers - 1}.")
+        if any(not 0 <= k < n_tokens for k in cut.keys):
+            raise ValueError(f"Keys {cut.keys} outside the prompt (T = {n_tokens}).")
+        if cut.layers and visible <= set(cut.keys):
+            raise ValueError(
+                "This knockout blocks every key the query can see; softmax over no keys is "
+                "undefined (NaN). Leave at least one key."
+            )
+
+
+def _mask_hook(rows: list[tuple[int, list[int]]], query: int) -> Callable:
+    """Forward pre-hook that edits the 4-D additive (or boolean) attention mask of one layer."""
+
+    def hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is None or mask.ndim != 4:
+            raise RuntimeError(
+                "The mask-based knockout needs the 4-D attention mask that eager attention "
+                "receives; use impl='score_hook' for this model."
+            )
+        batch = kwargs["hidden_states"].shape[0] if "hidden_states" in kwargs else args[0].shape[0]
+        new = mask.expand(batch, *mask.shape[1:]).clone()  # (B, 1|H, T, T)
+        fill = False if new.dtype == torch.bool else torch.finfo(new.dtype).min
+        for row, keys in rows:
+            new[row, :, query, keys] = fill
+        kwargs["attention_mask"] = new
+        return args, kwargs
+
+    return hook
+
+
+def _score_hook(rows: list[tuple[int, list[int]]], query: int) -> Callable:
+    """TransformerLens hook on ``hook_attn_scores`` (pre-softmax): -inf on the blocked edges."""
+
+    def hook(scores, hook):  # scores: (B, H, T, T)
+        scores = scores.clone()
+        for row, keys in rows:
+            scores[row, :, query, keys] = float("-inf")
+        return scores
+
+    return hook
+
+
+@torch.inference_mode()
+def knockout_logprobs(
+    lm: LoadedModel,
+    ids: torch.Tensor,
+    cuts: Sequence[Cut],
+    query: int | None = None,
+    impl: str = "score_hook",
+    chunk_elems: int = 2**24,
+) -> torch.Tensor:
+    """Log-probabilities at the query position under each knockout (one batch row per cut).
+
+    Args:
+        lm: Loaded model.
+        ids: ``(1, T)`` token ids.
+        cuts: Knockouts; a cut with no layers is the clean run.
+        query: Query position (default the last, ``T-1``).
+        impl: ``score_hook`` or ``mask`` (same numbers, two code paths).
+        chunk_elems: Upper bound on ``rows x positions x vocab`` logits per forward pass.
+
+    Returns:
+        ``(len(cuts), V)`` float32 log-probabilities at ``query``.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"Unknown knockout implementation {impl!r}; use one of {IMPLS}.")
+    n_tokens, n_layers = int(ids.shape[1]), lm.n_layers
+    query = n_tokens - 1 if query is None else query
+    _check_cuts(cuts, query, n_tokens, n_layers)
+    keep = n_tokens - query  # logits from the query position on
+    step = min(len(cuts), max(8, chunk_elems // max(keep * lm.d_vocab, 1)))
+    out = []
+    for c0 in range(0, len(cuts), step):
+        # Every forward has the same batch shape (the last chunk is padded with clean rows), so a
+        # row's numbers do not depend on which chunk it falls in: an empty cut equals the clean row.
+        chunk = list(cuts[c0 : c0 + step])
+        n_real = len(chunk)
+        chunk += [Cut((), ())] * (step - n_real)
+        per_layer: dict[int, list[tuple[int, list[int]]]] = {}
+        for row, cut in enumerate(chunk):
+            for layer in cut.layers:
+                per_layer.setdefault(layer, []).append((row, list(cut.keys)))
+        batch = ids.expand(len(chunk), -1)  # (B, T)
+        with lm.lock:
+            if impl == "score_hook":
+                hooks = [
+                    (f"blocks.{layer}.attn.hook_attn_scores", _score_hook(rows, query))
+                    for layer, rows in per_layer.items()
+                ]
+                logits = lm.bridge.run_with_hooks(batch, fwd_hooks=hooks, logits_to_keep=keep)
+            else:
+                handles = [
+                    lm.bridge.blocks[layer].attn.register_forward_pre_hook(
+                        _mask_hook(rows, query), with_kwargs=True
+                    )
+                    for layer, rows in per_layer.items()
+                ]
+                try:
+                    logits = lm.bridge(batch, logits_to_keep=keep)
+                finally:
+                    for h in handles:
+                        h.remove()
+        out.append(torch.log_softmax(logits[:n_real, 0].float(), -1))  # (B, V)
+    return torch.cat(out)
+
+
+@dataclass
+class KnockoutResult:
+    """Knockout curves of one fact.
+
+    Attributes:
+        fact: The tokenised prompt and subject span.
+        target_id: The clean prediction ``o``; target_str its text.
+        p_base: Clean probability of ``o``.
+        p_new: Per key set, ``(L,)`` probability of ``o`` with the window centred on each layer.
+        rel_diff: Per key set, ``(L,)`` relative change in percent.
+        window: ``W``.
+        correct: Whether ``o`` is the given answer (``None`` when no answer was given).
+    """
+
+    fact: FactPrompt
+    target_id: int
+    target_str: str
+    p_base: float
+    p_new: dict[str, list[float]]
+    rel_diff: dict[str, list[float]]
+    window: int
+    correct: bool | None = None
+
+    @property
+    def subject_at_pos0(self) -> bool:
+        """The subject starts at position 0 (no BOS before it: no attention sink left)."""
+        return self.fact.start == 0
+
+
+def clean_prediction(
+    lm: LoadedModel, fact: FactPrompt, impl: str = "score_hook"
+) -> tuple[int, float]:
+    """Return the clean top token at the last position and its probability."""
+    logp = knockout_logprobs(lm, fact.ids, [Cut((), ())], impl=impl)[0]  # (V,)
+    target = int(logp.argmax())
+    return target, float(logp[target].exp())
+
+
+def knockout_fact(
+    lm: LoadedModel,
+    prompt: str,
+    subject: str | None = None,
+    window: int = 9,
+    answer: str | None = None,
+    impl: str = "score_hook",
+    char_span: tuple[int, int] | None = None,
+    max_tokens: int | None = 64,
+    chunk_elems: int = 2**24,
+    fact: FactPrompt | None = None,
+) -> KnockoutResult:
+    """Knock out the three edge sets into the last position, window centred on every layer.
+
+    Args:
+        lm: Loaded model.
+        prompt: Fact prompt, ending where the answer would follow.
+        subject: Subject text (or give ``char_span``, or a ready ``fact``).
+        window: ``W`` layers per knockout (0: nothing is blocked).
+        answer: Optional gold answer; only sets ``correct`` (the read-out is the clean argmax).
+        impl: ``score_hook`` or ``mask``.
+        char_span: Subject character span in ``prompt``.
+        max_tokens: Longest prompt accepted.
+        chunk_elems: Logits held at once.
+        fact: A prompt already tokenised by ``subject_tokens``.
+
+    Returns:
+        The curves, ``3 x L`` knocked-out probabilities in ``1 + 3L`` sequence forwards.
+
+    Raises:
+        ValueError: Bad subject or prompt (see ``subject_tokens``), or a negative window.
+    """
+    if window < 0:
+        raise ValueError(f"The window must be >= 0 layers, got {window}.")
+    if fact is None:
+        fact = subject_tokens(lm, prompt, subject, char_span, max_tokens)
+    q, n_layers = fact.n_tokens - 1, lm.n_layers
+    cuts = [Cut((), ())] + [  # row 0 is the clean run, in the same batch as the knockouts
+        Cut(
+            tuple(window_layers(c, window, n_layers)),
+            tuple(block_keys(g, fact.start, fact.end, q)),
+        )
+        for g in BLOCK_SETS
+        for c in range(n_layers)
+    ]
+    logp = knockout_logprobs(lm, fact.ids, cuts, impl=impl, chunk_elems=chunk_elems)  # (1+3L, V)
+    target = int(logp[0].argmax())
+    p_base = float(logp[0, target].exp())
+    p_new = logp[1:, target].exp().view(len(BLOCK_SETS), n_layers)  # (3, L)
+    rel = 100.0 * (p_new - p_base) / p_base
+    return KnockoutResult(
+        fact=fact,
+        target_id=target,
+        target_str=lm.tokenizer.decode([target]),
+        p_base=p_base,
+        p_new={g: p_new[i].tolist() for i, g in enumerate(BLOCK_SETS)},
+        rel_diff={g: rel[i].tolist() for i, g in enumerate(BLOCK_SETS)},
+        window=window,
+        correct=None if answer is None else answer_matches(lm, target, answer),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Rows
+
+
+def summary_record(
+    prompt_id: str, n_layers: int, metric: str, value: float, unit: str, variant: str = ""
+) -> dict:
+    """Build a per-fact scalar row (``layer = -1``, ``layer_kind = "summary"``, no depth)."""
+    return dict(
+        prompt_id=prompt_id,
+        variant=variant,
+        layer=-1,
+        layer_kind="summary",
+        n_layers=n_layers,
+        rel_depth=-1.0,
+        metric=metric,
+        value=float(value),
+        unit=unit,
+    )
+
+
+def result_records(r: KnockoutResult, n_layers: int, prompt_id: str) -> list[dict]:
+    """Per (key set, centre layer): relative_diff_pct, p_new, p_base; plus the summary rows."""
+    recs = []
+    variant = f"W{r.window}"
+    for grp in BLOCK_SETS:
+        for layer in range(n_layers):
+            depth = rel_depth(layer, "window_center", n_layers)
+            for metric, value, unit in (
+                ("relative_diff_pct", r.rel_diff[grp][layer], "percent"),
+                ("p_new", r.p_new[grp][layer], "prob"),
+                ("p_base", r.p_base, "prob"),
+            ):
+                recs.append(
+                    dict(
+                        prompt_id=prompt_id,
+                        variant=variant,
+                        position=r.fact.n_tokens - 1,
+                        layer=layer,
+                        layer_kind="window_center",
+                        n_layers=n_layers,
+                        rel_depth=depth,
+                        grp=grp,
+                        metric=metric,
+                        value=float(value),
+                        unit=unit,
+                    )
+                )
+    recs.append(
+        summary_record(
+            prompt_id, n_layers, "subject_at_pos0", r.subject_at_pos0, "fraction", variant
+        )
+    )
+    return recs
+
+
+def prompt_row(lm: LoadedModel, ctx: RunContext, prompt_id: str, fact: FactPrompt) -> dict:
+    """Build a ``prompts`` row: the prompt as this model tokenised it."""
+    toks = lm.token_strs(fact.ids)
+    return dict(
+        model=ctx.model,
+        dataset=ctx.dataset,
+        prompt_id=prompt_id,
+        text=fact.text,
+        n_tokens=len(toks),
+        tokens_json=json.dumps(toks),
+        run_id=ctx.run_id,
+    )
+
+
+def process(
+    lm: LoadedModel, items: list[Item], cfg: KnockoutConfig, ctx: RunContext
+) -> dict[str, pd.DataFrame]:
+    """Precompute: knockout curves of every fact the model answers correctly.
+
+    Facts whose subject cannot be located (or whose prompt is too long) get one summary row
+    ``subject_found = 0``; facts the model gets wrong get ``answer_correct = 0``: both are counted,
+    never silently lost.
+    """
+    recs, prompts = [], []
+    variant = f"W{cfg.window}"
+    n_layers = lm.n_layers
+    for item in items:
+        pid = item.prompt_id
+        prompt, subject, answer, _ = fact_parts(item)
+        try:
+            fact = subject_tokens(lm, prompt, subject, max_tokens=cfg.max_tokens)
+        except ValueError:
+            recs.append(summary_record(pid, n_layers, "subject_found", 0, "fraction", variant))
+            continue
+        target, _ = clean_prediction(lm, fact, cfg.impl)
+        correct = answer_matches(lm, target, answer)
+        recs.append(summary_record(pid, n_layers, "answer_correct", correct, "fraction", variant))
+        if not correct:
+            continue
+        r = knockout_fact(
+            lm, prompt, window=cfg.window, answer=answer, impl=cfg.impl,
+            chunk_elems=cfg.chunk_elems, fact=fact,
+        )
+        recs += result_records(r, n_layers, pid)
+        prompts.append(prompt_row(lm, ctx, pid, fact))
+    out = {"metrics": ctx.metrics(recs)}
+    if prompts:
+        out["prompts"] = pd.DataFrame(prompts)
+    return out
+
+
+def result_frame(r: KnockoutResult, n_layers: int, model: str) -> pd.DataFrame:
+    """Tidy rows of one live knockout (the ``metrics`` columns)."""
+    ctx = RunContext(model=model, method="attention_knockout", dataset="live")
+    return ctx.metrics(result_records(r, n_layers, "live"))
+
+
+def run_one(lm: LoadedModel, prompt: str, cfg: KnockoutConfig) -> pd.DataFrame:
+    """Knockout curves for one prompt; the subject comes from ``cfg.subject``."""
+    if not cfg.subject:
+        raise ValueError("Name the subject of the fact: --set subject='Eiffel Tower'.")
+    r = knockout_fact(
+        lm, prompt, cfg.subject, window=cfg.window, impl=cfg.impl,
+        max_tokens=cfg.max_tokens, chunk_elems=cfg.chunk_elems,
+    )
+    return result_frame(r, lm.n_layers, lm.name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Benchmark
+
+BENCH_FACTS = (
+    ("The Eiffel Tower is located in the city of", "Eiffel Tower"),
+    ("The capital of France is the city of", "France"),
+    ("Michael Jordan is a professional player of the sport of", "Michael Jordan"),
+    ("The official language of Brazil is", "Brazil"),
+)
+
+
+def _matmul_gflops(n: int = 2048, reps: int = 3) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def bench(model_name: str, args) -> dict:
+    """Time the knockout of a few facts both ways; report their largest probability difference."""
+    from precompute.models import load_model
+
+    lm = load_model(model_name, device=getattr(args, "device", "cpu"))
+    timings: dict[str, float] = {}
+    results: dict[str, list[KnockoutResult]] = {}
+    for impl in IMPLS:
+        t0 = time.perf_counter()
+        results[impl] = [knockout_fact(lm, p, s, window=9, impl=impl) for p, s in BENCH_FACTS]
+        timings[impl] = time.perf_counter() - t0
+    diff = max(
+        abs(a - b)
+        for ra, rb in zip(results["score_hook"], results["mask"])
+        for g in BLOCK_SETS
+        for a, b in zip(ra.p_new[g], rb.p_new[g])
+    )
+    n = len(BENCH_FACTS)
+    return {
+        "model": model_name,
+        "n_facts": n,
+        "n_layers": lm.n_layers,
+        "forwards_per_fact": 1 + 3 * lm.n_layers,
+        "score_hook_seconds_per_fact": timings["score_hook"] / n,
+        "mask_seconds_per_fact": timings["mask"] / n,
+        "max_abs_diff_p_new": diff,
+        "matmul_gflops_fp32": _matmul_gflops(),
+    }
+
+
+METHOD = Method(
+    name="attention_knockout",
+    summary="Attention knockout: block subject / non-subject / last edges into the last position.",
+    config_cls=KnockoutConfig,
+    dataset="facts",
+    process=process,
+    run_one=run_one,
+    chunk_size=8,
+    benches={"attention-knockout": bench},
+)

@@ -1,0 +1,391 @@
+"""Guess, then refine (METHODS.md A5; Gupta et al. 2025, seed 001): how predictions evolve with depth.
+
+Per prompt, one forward pass; every residual state at the **last** position is read through the
+logit lens and, when a trained lens for the model exists, the tuned lens (variant ``logit`` /
+``tuned``). ``y*`` is the model's greedy next token. Rows of ``metrics``:
+
+* ``bucket_fraction`` (grp = frequency bucket of the lens top-1: ``top10``, ``top100``,
+  ``top1000``, ``rest``; ranks counted on the corpus, see :func:`frequency_ranks`): one 0/1 row per
+  (prompt, layer, bucket), so the mean over prompts is the bucket's share (A5.1);
+* ``flip_rate`` (grp = bucket of the layer's top-1, and ``all``): 1 when the layer's top-1 is not
+  ``y*`` -- the "refined" rate (A5.2); 0 at the last layer by construction;
+* ``earliest_layer_le_k`` / ``stable_layer_le_k`` (``layer = -1``; grp ``<group>|k=<k>``): the
+  relative depth at which ``y*`` first reaches rank <= k / stays there (A5.3-A5.4). Groups:
+  ``all`` and ``pred:<bucket>`` (frequency of ``y*``) for WikiText prefixes; ``single``, ``t0``,
+  ``t1``, ``t2`` for fact answers (token index of a multi-token answer, teacher forced);
+* multiple choice (dataset ``mcq``, items in ``data/prompts/mcq.json``): per layer ``format_ok``
+  (every option letter in the lens top-k), ``option_mass``, ``decision_final`` (the lens's best
+  option is the model's final choice), ``decision_gold``; per item ``format_settled`` and
+  ``decision_settled`` (relative depth from which each stays true) (A5.5).
+
+Part of speech (A5.3) needs spaCy's ``en_core_web_sm``, which is not on PyPI (checked: ``pip
+download en-core-web-sm`` finds no distribution); the ``pred:<bucket>`` groups are the
+frequency-based stand-in and are labelled as such.
+
+Example:
+    >>> import torch
+    >>> logp = torch.log_softmax(torch.randn(5, 50), -1)
+    >>> recs = prompt_records(logp, int(logp[-1].argmax()), torch.arange(1, 51), 4, "all")
+    >>> sorted({r["metric"] for r in recs})[:2]
+    ['bucket_fraction', 'earliest_layer_le_k']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from precompute.activations import final_norm, residual_states, unembed
+from precompute.methods import BaseConfig, Item, Method, RunContext
+from precompute.methods.tuned_lens import TunedLens, find_lens
+from precompute.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+MCQ_FILE = ROOT / "data" / "prompts" / "mcq.json"
+FACTS_FILE = ROOT / "data" / "prompts" / "facts.json"
+BUCKETS = ("top10", "top100", "top1000", "rest")
+BUCKET_EDGES = (10, 100, 1000)
+#: A subset of GUPTA's k grid ``unique(int(logspace(0, 4, 200)))`` (ours: fewer rows).
+K_GRID = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+OPTIONS = ("A", "B", "C", "D")
+
+
+@dataclass(frozen=True)
+class GuessRefineConfig(BaseConfig):
+    """Defaults: buckets 10/100/1000/rest, prompts >= 17 characters, ``seed`` 42 [GUPTA].
+
+    ``n_prompts`` = 150 WikiText prefixes (GUPTA: up to 100,000 Wikipedia prefixes) and
+    ``max_chars`` = 600 (prefix cut inside the first 600 characters) are ours, for a CPU.
+    ``n_facts`` limits the fact set; ``max_answer_tokens`` = 3 (tokens 0..2) [GUPTA];
+    ``mcq_k`` = 10 (format = all options in the top 10) [GUPTA, "<= 10"].
+    """
+
+    n_prompts: int = 150
+    min_chars: int = 17
+    max_chars: int = 600
+    seed: int = 42
+    n_facts: int = 400
+    max_answer_tokens: int = 3
+    mcq_k: int = 10
+    use_tuned: bool = True
+    lens_dir: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Frequency ranks.
+
+
+def frequency_ranks(lm: LoadedModel, texts: list[str], vocab: int) -> tuple[torch.Tensor, dict]:
+    """Rank of every token id by its count in ``texts`` (1 = most frequent; unseen = vocab + 1).
+
+    Texts are tokenised by the model's tokenizer without special tokens; ties break by id.
+
+    Returns:
+        ``ranks`` ``(vocab,)`` int64 and a summary (token count, sha256 of the counted text).
+    """
+    counts: Counter[int] = Counter()
+    n_tok = 0
+    sha = hashlib.sha256()
+    for text in texts:
+        ids = lm.tokenizer(text, add_special_tokens=False).input_ids
+        counts.update(ids)
+        n_tok += len(ids)
+        sha.update(text.encode())
+    ranks = torch.full((vocab,), vocab + 1, dtype=torch.long)
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    for r, (tok, _) in enumerate(ordered, start=1):
+        if tok < vocab:
+            ranks[tok] = r
+    return ranks, {"tokens": n_tok, "distinct": len(counts), "sha256": sha.hexdigest()}
+
+
+def bucket_of(rank: int) -> str:
+    """Frequency bucket of a 1-based rank: ``top10`` (1-10), ``top100``, ``top1000``, ``rest``."""
+    for edge, name in zip(BUCKET_EDGES, BUCKETS):
+        if rank <= edge:
+            return name
+    return BUCKETS[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure per-prompt analyses on lens log-probabilities at one position.
+
+
+def ranks_of(logp: torch.Tensor, token: int) -> torch.Tensor:
+    """``(S,)`` rank of ``token`` under each row of ``logp`` ``(S, V)`` (1 + strictly higher)."""
+    return 1 + (logp > logp[:, token : token + 1]).sum(-1)
+
+
+def earliest(ok: list[bool]) -> tuple[int, int]:
+    """First index where ``ok`` holds, and first index from which it holds to the end."""
+    first = next((i for i, v in enumerate(ok) if v), len(ok))
+    stable = len(ok)
+    for i in range(len(ok) - 1, -1, -1):
+        if not ok[i]:
+            break
+        stable = i
+    return first, stable
+
+
+def _rec(layer: int, n_layers: int, metric: str, value: float, unit: str, **kw) -> dict:
+    rd = layer / n_layers if layer >= 0 else -1.0
+    return dict(layer=layer, layer_kind="resid", n_layers=n_layers, rel_depth=rd, metric=metric,
+                value=float(value), unit=unit, **kw)
+
+
+def earliest_records(rank: torch.Tensor, n_layers: int, group: str, **kw) -> list[dict]:
+    """``earliest_layer_le_k`` and ``stable_layer_le_k`` (relative depth) for every k of K_GRID."""
+    recs = []
+    rank_l = rank.tolist()
+    for k in K_GRID:
+        first, stable = earliest([r <= k for r in rank_l])
+        recs.append(_rec(-1, n_layers, "earliest_layer_le_k", first / n_layers, "fraction",
+                         grp=f"{group}|k={k}", **kw))
+        recs.append(_rec(-1, n_layers, "stable_layer_le_k", stable / n_layers, "fraction",
+                         grp=f"{group}|k={k}", **kw))
+    return recs
+
+
+def prompt_records(
+    logp: torch.Tensor, y_star: int, freq_rank: torch.Tensor, n_layers: int, group: str, **kw
+) -> list[dict]:
+    """Bucket shares, flips and earliest-layer rows of one prompt.
+
+    Args:
+        logp: ``(S, V)`` lens log-probabilities at the last position, states ``0..L``.
+        y_star: The model's greedy prediction.
+        freq_rank: ``(V,)`` corpus frequency rank of each token.
+        n_layers: ``L``.
+        group: Label of the prompt's group for the earliest-layer rows.
+        **kw: Extra columns (``variant``, ``prompt_id`` ...).
+    """
+    top1 = logp.argmax(-1).tolist()  # (S,)
+    recs = []
+    for layer, tok in enumerate(top1):
+        b = bucket_of(int(freq_rank[tok]))
+        for name in BUCKETS:
+            recs.append(_rec(layer, n_layers, "bucket_fraction", name == b, "fraction",
+                             grp=name, **kw))
+        flip = tok != y_star
+        recs.append(_rec(layer, n_layers, "flip_rate", flip, "fraction", grp=b, **kw))
+        recs.append(_rec(layer, n_layers, "flip_rate", flip, "fraction", grp="all", **kw))
+    rank = ranks_of(logp, y_star)
+    recs += earliest_records(rank, n_layers, group, **kw)
+    pred_bucket = bucket_of(int(freq_rank[y_star]))
+    recs += earliest_records(rank, n_layers, f"pred:{pred_bucket}", **kw)
+    return recs
+
+
+def mcq_records(
+    logp: torch.Tensor, option_ids: list[int], gold: int, k: int, n_layers: int, **kw
+) -> list[dict]:
+    """Format and decision per layer for one multiple-choice item (A5.5).
+
+    Args:
+        logp: ``(S, V)`` lens log-probabilities at the answer position.
+        option_ids: Token id of each option letter.
+        gold: Index of the correct option.
+        k: Format holds when every option token is in the lens top-k.
+    """
+    opt = torch.tensor(option_ids)
+    ranks = torch.stack([ranks_of(logp, int(t)) for t in option_ids], -1)  # (S, O)
+    fmt = (ranks <= k).all(-1).tolist()  # (S,)
+    mass = logp[:, opt].exp().sum(-1).tolist()  # (S,)
+    choice = logp[:, opt].argmax(-1).tolist()  # (S,)
+    final = choice[-1]
+    recs = []
+    for layer in range(logp.shape[0]):
+        recs.append(_rec(layer, n_layers, "format_ok", fmt[layer], "fraction", **kw))
+        recs.append(_rec(layer, n_layers, "option_mass", mass[layer], "prob", **kw))
+        recs.append(_rec(layer, n_layers, "decision_final", choice[layer] == final, "fraction",
+                         **kw))
+        recs.append(_rec(layer, n_layers, "decision_gold", choice[layer] == gold, "fraction", **kw))
+    dec = [c == final for c in choice]
+    for name, ok in (("format", fmt), ("decision", dec)):
+        first, stable = earliest(ok)
+        recs.append(_rec(-1, n_layers, f"{name}_first", first / n_layers, "fraction", **kw))
+        recs.append(_rec(-1, n_layers, f"{name}_settled", stable / n_layers, "fraction", **kw))
+    recs.append(_rec(-1, n_layers, "model_correct", final == gold, "fraction", **kw))
+    return recs
+
+
+# ----------------------------------------------------------------------------------------------
+# Model read-outs.
+
+
+@torch.inference_mode()
+def last_position_logprobs(
+    lm: LoadedModel, ids: torch.Tensor, lenses: dict[str, TunedLens | None]
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Lens log-probabilities ``(S, V)`` at the last position for each lens, and ``y*``."""
+    states, logits = residual_states(lm, ids)  # (S, T, D), (T, V)
+    last = states[:, -1:, :]  # (S, 1, D)
+    out = {}
+    for variant, lens in lenses.items():
+        st = last if lens is None else lens.translate(last)
+        out[variant] = torch.log_softmax(unembed(lm, final_norm(lm, st)).float(), -1)[:, 0]
+    return out, int(logits[-1].argmax())
+
+
+def _is_blank(lm: LoadedModel, tok: int) -> bool:
+    return lm.tokenizer.decode([tok]).strip() == ""
+
+
+def available_lenses(lm: LoadedModel, cfg: GuessRefineConfig) -> dict[str, TunedLens | None]:
+    """``logit`` always; ``tuned`` when a lens trained for this model is saved (else refused)."""
+    lenses: dict[str, TunedLens | None] = {"logit": None}
+    if cfg.use_tuned:
+        tuned = find_lens(lm, cfg.lens_dir or None)
+        if tuned is not None:
+            lenses["tuned"] = tuned
+    return lenses
+
+
+def baseline_prompts(items: list[Item], cfg: GuessRefineConfig) -> list[Item]:
+    """Paragraph prefixes cut at a seeded random word boundary (>= ``min_chars``) [GUPTA]."""
+    rng = random.Random(cfg.seed)
+    pool = [it for it in items if "\n" not in it.text and len(it.text) > 200]
+    rng.shuffle(pool)
+    out = []
+    for it in pool:
+        text = it.text[: cfg.max_chars]
+        cuts = [i for i, ch in enumerate(text) if ch == " " and i >= cfg.min_chars]
+        if not cuts:
+            continue
+        out.append(Item(it.prompt_id, text[: rng.choice(cuts)]))
+        if len(out) >= cfg.n_prompts:
+            break
+    return out
+
+
+def run_baseline(lm, items, cfg, ctx, lenses) -> list[dict]:
+    """Bucket shares, flips and earliest layers on WikiText prefixes."""
+    ranks, _ = frequency_ranks(lm, [it.text for it in items], lm.d_vocab)
+    recs = []
+    for it in baseline_prompts(items, cfg):
+        text = it.text
+        logps, y = last_position_logprobs(lm, lm.tokenize(text), lenses)
+        if _is_blank(lm, y):  # GUPTA: append a space and re-run; skip if still blank
+            text = text + " "
+            logps, y = last_position_logprobs(lm, lm.tokenize(text), lenses)
+            if _is_blank(lm, y):
+                continue
+        for variant, logp in logps.items():
+            recs += prompt_records(logp, y, ranks, lm.n_layers, "all", variant=variant,
+                                   prompt_id=it.prompt_id)
+    return recs
+
+
+def answer_tokens(lm: LoadedModel, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids of ``" " + answer`` and of ``answer`` (no special tokens)."""
+    tok = lm.tokenizer
+    return (tok(" " + answer, add_special_tokens=False).input_ids,
+            tok(answer, add_special_tokens=False).input_ids)
+
+
+def run_facts(lm, items, cfg, lenses) -> list[dict]:
+    """Earliest layers per answer token index, teacher forced, correct predictions only [GUPTA]."""
+    recs = []
+    for it in items[: cfg.n_facts]:
+        answer = it.fields.get("answer") or it.fields.get("attribute") or it.fields.get("target")
+        if not answer:
+            continue
+        ids = lm.tokenize(it.text)  # (1, T)
+        logps, y = last_position_logprobs(lm, ids, lenses)
+        spaced, bare = answer_tokens(lm, answer)
+        gold = spaced if spaced and y == spaced[0] else bare if bare and y == bare[0] else None
+        if gold is None:
+            continue  # token 0 wrong: the fact is dropped
+        gold = gold[: cfg.max_answer_tokens]
+        multi = len(gold) > 1
+        for j, g in enumerate(gold):
+            if j > 0:
+                ctx_ids = torch.cat([ids, ids.new_tensor([gold[:j]])], 1)
+                logps, y = last_position_logprobs(lm, ctx_ids, lenses)
+                if y != g:
+                    continue
+            group = f"t{j}" if multi else "single"
+            for variant, logp in logps.items():
+                recs += earliest_records(ranks_of(logp, y), lm.n_layers, group, variant=variant,
+                                         prompt_id=f"{it.prompt_id}#t{j}")
+    return recs
+
+
+def load_mcq(path: Path = MCQ_FILE) -> tuple[list[dict], str, str]:
+    """The team's multiple-choice items, the few-shot prefix built from its ``shots``, and sha256.
+
+    Raises:
+        ValueError: A malformed item (the message names it).
+    """
+    raw = path.read_bytes()
+    data = json.loads(raw)
+    for it in data["shots"] + data["items"]:
+        if len(it.get("options", [])) != len(OPTIONS) or it.get("answer") not in OPTIONS:
+            raise ValueError(f"MCQ item {it.get('id')!r} needs 4 options and an answer in A-D.")
+    prefix = "".join(mcq_prompt(s) + f" {s['answer']}\n\n" for s in data["shots"])
+    return data["items"], prefix, hashlib.sha256(raw).hexdigest()
+
+
+def mcq_prompt(item: dict) -> str:
+    """``Question: ... A) ... B) ... C) ... D) ... Answer:``."""
+    opts = "\n".join(f"{o}) {t}" for o, t in zip(OPTIONS, item["options"]))
+    return f"Question: {item['question']}\n{opts}\nAnswer:"
+
+
+def run_mcq(lm, cfg, lenses, path: Path = MCQ_FILE) -> list[dict]:
+    """Format and decision layers on the team's multiple-choice items (dataset ``mcq``)."""
+    if not path.exists():
+        log.warning("No %s: multiple-choice rows skipped", path)
+        return []
+    items, prefix, _ = load_mcq(path)
+    option_ids = [lm.tokenizer(" " + o, add_special_tokens=False).input_ids[-1] for o in OPTIONS]
+    recs = []
+    for it in items:
+        logps, _ = last_position_logprobs(lm, lm.tokenize(prefix + mcq_prompt(it)), lenses)
+        gold = OPTIONS.index(it["answer"])
+        for variant, logp in logps.items():
+            recs += mcq_records(logp, option_ids, gold, cfg.mcq_k, lm.n_layers, variant=variant,
+                                prompt_id=it["id"], dataset="mcq")
+    return recs
+
+
+def process(
+    lm: LoadedModel, items: list[Item], cfg: GuessRefineConfig, ctx: RunContext
+) -> dict[str, pd.DataFrame]:
+    """WikiText job: frequency analyses + multiple choice; facts / known_1000 job: answer tokens."""
+    lenses = available_lenses(lm, cfg)
+    if ctx.dataset == "wikitext":
+        if not items:
+            raise ValueError("No WikiText paragraphs: guess_refine needs the corpus.")
+        recs = run_baseline(lm, items, cfg, ctx, lenses) + run_mcq(lm, cfg, lenses)
+    elif ctx.dataset in ("facts", "known_1000"):
+        recs = run_facts(lm, items, cfg, lenses)
+    else:
+        raise ValueError(
+            f"guess_refine runs on wikitext, facts or known_1000, not {ctx.dataset!r}."
+        )
+    for r in recs:
+        r.setdefault("dataset", ctx.dataset)
+    return {"metrics": ctx.metrics(recs)}
+
+
+METHOD = Method(
+    name="guess_refine",
+    summary="Guess then refine: frequency buckets, flip rates, earliest layers, answer format.",
+    config_cls=GuessRefineConfig,
+    dataset="wikitext",
+    process=process,
+    run_one=None,
+    chunk_size=None,
+    extra_datasets=("facts" if FACTS_FILE.exists() else "known_1000",),
+)
