@@ -104,6 +104,20 @@ def query(sql: str, params: tuple | list | None = None) -> pd.DataFrame:
         cur.close()
 
 
+def health() -> str:
+    """Empty when the results can be queried; otherwise a message saying what is wrong."""
+    try:
+        query("SELECT count(*) AS n FROM metrics_agg")
+        query("SELECT count(*) AS n FROM runs")
+    except Exception as err:  # missing folder, corrupt file: explain instead of crashing
+        return (
+            f"The results in {source().path} cannot be read ({type(err).__name__}: {err}). "
+            "Rebuild them with `python -m precompute build`, or unset STAGESCOPE_RESULTS_DIR / "
+            "STAGESCOPE_HF_REPO to use the embedded results."
+        )
+    return ""
+
+
 def table_exists(name: str) -> bool:
     """Whether a schema table is present in the loaded results."""
     if name not in ALL_TABLES:

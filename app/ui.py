@@ -19,6 +19,10 @@ def page_header(title: str, question: str, citations: list[tuple[str, str]]) -> 
     notice = data.source().notice
     if notice:
         st.warning(notice, icon="⚠️")
+    problem = data.health()
+    if problem:
+        st.error(problem, icon="🚫")
+        st.stop()
 
 
 def badge(kind: str) -> None:
