@@ -1,0 +1,205 @@
+"""Data shaping for the "knows vs uses" (probes, patching) and representation-quality pages."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from app import data
+
+PROBE_METHOD = "probes"
+PATCH_METHOD = "activation_patching"
+QUALITY_METHOD = "representation_quality"
+
+#: Probe metrics: (label, what it is).
+PROBE_METRICS = {
+    "probe_acc": ("probe accuracy", "held-out accuracy of the linear probe (5-fold CV)"),
+    "control_acc": ("control (shuffled labels)", "the same probe trained on shuffled labels"),
+    "majority_acc": ("majority class", "always guessing the most frequent answer"),
+    "selectivity": ("selectivity", "probe accuracy minus control accuracy"),
+}
+
+#: Representation-quality metric: (label, variant, unit, what it measures).
+QUALITY_METRICS = {
+    "prompt_entropy": (
+        "prompt entropy",
+        "maxEntropy",
+        "fraction of maximum",
+        "How spread out the tokens of one prompt are: the matrix entropy of the tokens' Gram "
+        "matrix (after centring and unit-length scaling), divided by its maximum. Low = the "
+        "tokens collapse onto a few directions (compression); high = every token points its "
+        "own way.",
+    ),
+    "dataset_entropy": (
+        "dataset entropy",
+        "maxEntropy",
+        "fraction of maximum",
+        "The same entropy across prompts: one pooled vector per prompt. Low = the layer maps "
+        "different prompts to similar vectors; high = prompts stay distinct.",
+    ),
+    "curvature_rad": (
+        "curvature",
+        "",
+        "radians",
+        "How sharply the sequence of token states turns: the mean angle between consecutive "
+        "steps z_{k+1} - z_k. 0 = a straight line; about 2.09 rad (2π/3) = random, unrelated "
+        "steps. Hosseini & Fedorenko found LLMs straighten sentence trajectories in middle layers.",
+    ),
+    "infonce": (
+        "InfoNCE loss",
+        "",
+        "nats",
+        "Can each prompt's typo-ed copy be picked out of all the others by its vector? The "
+        "contrastive loss with temperature 0.1: lower = more invariant to the typos.",
+    ),
+    "lidar": (
+        "LiDAR",
+        "maxEntropy",
+        "fraction of maximum",
+        "Linear discriminant analysis with each prompt as a class and its augmented copies as "
+        "samples: the entropy of the between-prompt scatter measured in units of the "
+        "within-prompt (augmentation) scatter. High = many directions separate prompts robustly.",
+    ),
+    "dime": (
+        "DiME",
+        "",
+        "nats",
+        "Do two augmented views share information? The entropy of the joint (Hadamard) Gram "
+        "matrix with the pairing shuffled minus with the true pairing. Higher = the views "
+        "agree more than chance.",
+    ),
+}
+
+
+def datasets(method: str) -> list[str]:
+    """Datasets with aggregated results for a method."""
+    if not data.table_exists("metrics_agg"):
+        return []
+    df = data.query(
+        "SELECT DISTINCT dataset FROM metrics_agg WHERE method = ? ORDER BY dataset", [method]
+    )
+    return df["dataset"].tolist()
+
+
+def probe_curves(dataset: str, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Mean over folds and 95 % interval of the probe metrics per model and state."""
+    df = data.query(
+        """SELECT model, variant AS label_kind, metric, layer, n_layers, rel_depth, mean, ci_lo,
+                  ci_hi, n
+           FROM metrics_agg WHERE method = ? AND dataset = ? AND grp = ''
+           AND unit = 'fraction' ORDER BY model, metric, layer""",
+        [PROBE_METHOD, dataset],
+    )
+    df = df[df["metric"].isin(metrics or list(PROBE_METRICS))].copy()
+    df["curve"] = df["metric"].map(lambda m: PROBE_METRICS[m][0])
+    return df
+
+
+def probe_sizes(dataset: str) -> pd.DataFrame:
+    """Examples and classes each model's probes used (same at every state)."""
+    df = data.query(
+        """SELECT model, metric, max(mean) AS value FROM metrics_agg
+           WHERE method = ? AND dataset = ? AND metric IN ('n_examples', 'n_classes')
+           GROUP BY model, metric""",
+        [PROBE_METHOD, dataset],
+    )
+    if df.empty:
+        return df
+    return df.pivot(index="model", columns="metric", values="value").reset_index()
+
+
+def uses_curve(dataset: str | None = None) -> pd.DataFrame:
+    """Return the activation-patching "uses" curve (empty without patching results).
+
+    The effect of patching the clean ``h_i`` into the corrupted run at the last position (variant
+    ``resid_last``), normalised so 0 = corrupted and 1 = clean (METHODS.md B3).
+    """
+    if not data.models_for(PATCH_METHOD):
+        return pd.DataFrame()
+    df = data.query(
+        """SELECT model, dataset, variant, metric, layer, n_layers, rel_depth, mean, ci_lo, ci_hi,
+                  n, grp
+           FROM metrics_agg WHERE method = ? AND metric = 'effect' AND variant LIKE '%resid_last%'
+           ORDER BY model, layer""",
+        [PATCH_METHOD],
+    )
+    if dataset is not None and dataset in set(df["dataset"]):
+        df = df[df["dataset"] == dataset]
+    if df.empty:
+        return df
+    # One curve per model: prefer the logit-difference metric when several groups exist.
+    grps = sorted(df["grp"].unique(), key=lambda g: ("logit" not in g, g))
+    return df[df["grp"] == grps[0]].copy()
+
+
+def knows_uses_gap(dataset: str, threshold: float = 0.5) -> pd.DataFrame:
+    """Per model: the "knows" state (probes) and the "uses" state (patching), and their gap.
+
+    ``knows`` = first state with mean probe accuracy >= 0.9 x max (METHODS.md B3 step 7, the
+    ``knows_layer`` rows). ``uses`` = first state whose mean ``resid_last`` patching effect is >=
+    ``threshold`` (B3 step 6). ``gap_layers = uses - knows``; ``gap_rel`` in relative depth.
+    """
+    knows = data.query(
+        """SELECT model, layer AS knows_layer, rel_depth AS knows_rel, n_layers FROM metrics_agg
+           WHERE method = ? AND dataset = ? AND metric = 'knows_layer'""",
+        [PROBE_METHOD, dataset],
+    )
+    uses = uses_curve(dataset)
+    if knows.empty:
+        return knows
+    rows = []
+    for r in knows.itertuples():
+        u = uses[(uses["model"] == r.model) & (uses["mean"] >= threshold)] if len(uses) else uses
+        uses_layer = int(u["layer"].min()) if len(u) else None
+        uses_rel = float(u.loc[u["layer"].idxmin(), "rel_depth"]) if len(u) else None
+        rows.append(
+            {
+                "model": r.model,
+                "layers (L)": int(r.n_layers),
+                "knows: state": int(r.knows_layer),
+                "knows: rel. depth": round(float(r.knows_rel), 3),
+                "uses: state": uses_layer,
+                "uses: rel. depth": None if uses_rel is None else round(uses_rel, 3),
+                "gap (layers)": None if uses_layer is None else uses_layer - int(r.knows_layer),
+                "gap (rel. depth)": None if uses_rel is None else round(uses_rel - r.knows_rel, 3),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def knows_uses_frame(dataset: str) -> pd.DataFrame:
+    """Probe accuracy, control and the patching effect on one relative-depth axis, long."""
+    probes = probe_curves(dataset, ["probe_acc", "control_acc"])
+    uses = uses_curve(dataset)
+    cols = ["model", "curve", "layer", "rel_depth", "mean", "ci_lo", "ci_hi", "n"]
+    frames = [probes[cols]] if len(probes) else []
+    if len(uses):
+        uses = uses.assign(curve="patching effect (uses)")
+        frames.append(uses[cols])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def quality_curves(metric: str, dataset: str) -> pd.DataFrame:
+    """Mean and 95 % interval (over prompts, or a single value per state) of one metric."""
+    _, variant, _, _ = QUALITY_METRICS[metric]
+    return data.query(
+        """SELECT model, variant, grp, metric, unit, layer, n_layers, rel_depth, mean, ci_lo, ci_hi,
+                  n
+           FROM metrics_agg WHERE method = ? AND dataset = ? AND metric = ? AND variant = ?
+           ORDER BY model, layer""",
+        [QUALITY_METHOD, dataset, metric, variant],
+    )
+
+
+def quality_overview(dataset: str) -> pd.DataFrame:
+    """Every quality metric, min-max scaled per (model, metric), for one small-multiples chart."""
+    frames = []
+    for metric in QUALITY_METRICS:
+        df = quality_curves(metric, dataset)
+        if df.empty:
+            continue
+        g = df.groupby("model")["mean"]
+        lo, hi = g.transform("min"), g.transform("max")
+        df["scaled"] = ((df["mean"] - lo) / (hi - lo).where(hi > lo)).fillna(0.5)
+        df["label"] = QUALITY_METRICS[metric][0]
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,126 @@
+"""When does the model know the answer?
+
+Linear probes on each layer's last-token state, beside the activation-patching "uses" curve, and
+the gap between knowing and using per model.
+"""  # noqa: D400 -- the page title is a question
+
+import altair as alt
+import streamlit as st
+
+from app import charts, ui
+from app.quality_views import (
+    PATCH_METHOD,
+    PROBE_METHOD,
+    PROBE_METRICS,
+    datasets,
+    knows_uses_frame,
+    knows_uses_gap,
+    probe_curves,
+    probe_sizes,
+)
+
+
+def knows_vs_uses(dataset: str) -> None:
+    """Probe accuracy, control and the patching effect on one relative-depth axis."""
+    st.subheader("Decodable (probe) against used (patching)")
+    ui.badge("precomputed")
+    df = knows_uses_frame(dataset)
+    if not (df["curve"] == "patching effect (uses)").any():
+        st.info(
+            f"The loaded results have no `{PATCH_METHOD}` runs (variant `resid_last`) on these "
+            "facts yet, so only the probe curves are shown and the gap cannot be computed."
+        )
+    models = sorted(df["model"].unique())
+    model = st.selectbox("Model", models, key="kvu_model", bind="query-params")
+    one = df[df["model"] == model]
+    st.altair_chart(
+        charts.depth_lines(one, "accuracy or normalised effect (fraction)", color="curve"),
+        width="stretch",
+    )
+    st.markdown(
+        "**What to notice.** The probe curve says where the answer is *linearly readable* from "
+        "the last token; the control curve (shuffled labels) says how much a probe of this size "
+        "can memorise -- only the distance between them (selectivity) counts as knowledge. The "
+        "patching curve says where copying the clean state into a corrupted run *restores* the "
+        "answer: from there on the model uses it. Seed 000 finds the answer decodable 7-9 "
+        "layers before it is used."
+    )
+    ui.download(one, f"know_vs_use_{model}_{dataset}", key="dl-kvu")
+
+
+def gap_table(dataset: str) -> None:
+    """Show the knows layer, the uses layer and the gap, per model."""
+    st.subheader("The gap, per model")
+    gap = knows_uses_gap(dataset)
+    if gap.empty:
+        st.info("No probe results to compute the knows layer from.")
+        return
+    st.dataframe(gap, hide_index=True, width="stretch")
+    st.caption(
+        "Knows = first state whose probe accuracy is at least 90 % of the best state's. Uses = "
+        "first state where patching the clean last-token state restores at least half of the "
+        "clean-minus-corrupted difference (METHODS.md B3, our protocol: seed 000 gives none). "
+        "Empty cells: no patching results for that model."
+    )
+
+
+def all_models(dataset: str) -> None:
+    """Probe accuracy and selectivity of every model on relative depth."""
+    st.subheader("Across models")
+    metric = st.segmented_control(
+        "Curve", list(PROBE_METRICS), default="probe_acc", key="kvu_metric",
+        bind="query-params", format_func=lambda m: PROBE_METRICS[m][0],
+    ) or "probe_acc"
+    df = probe_curves(dataset, [metric])
+    st.altair_chart(
+        charts.depth_lines(df, f"{PROBE_METRICS[metric][0]} (fraction)"), width="stretch"
+    )
+    st.caption(f"**{PROBE_METRICS[metric][0]}**: {PROBE_METRICS[metric][1]}.")
+    sizes = probe_sizes(dataset)
+    if len(sizes):
+        st.markdown("Examples and answer classes behind each probe:")
+        st.dataframe(sizes, hide_index=True)
+    ui.download(df, f"probes_{metric}_{dataset}", key="dl-probes")
+
+
+def main() -> None:
+    """Render the page."""
+    ui.page_header(
+        "When does the model know the answer?",
+        "At which layer can a simple linear read-out already tell what the model will answer "
+        "-- and is that the layer where the model actually uses the answer?",
+        [
+            ("Alain & Bengio 2016", "https://arxiv.org/abs/1610.01644"),
+            ("Hewitt & Liang 2019", "https://arxiv.org/abs/1909.03368"),
+            ("Zhang & Nanda 2023", "https://arxiv.org/abs/2309.16042"),
+        ],
+    )
+    st.markdown(
+        "For each fact prompt we take the residual state at the last token after every layer "
+        "and train a logistic-regression probe (standardised features, 5-fold cross-validation) "
+        "to predict the model's own final answer token. Answers with too few examples are "
+        "dropped. A *control* probe learns shuffled labels: it shows how much a probe can fit "
+        "by memorising, and a *majority* baseline shows the cheapest guess."
+    )
+    sets = datasets(PROBE_METHOD)
+    if not sets:
+        ui.no_results(PROBE_METHOD)
+        return
+    dataset = st.selectbox("Facts", sets, key="kvu_dataset", bind="query-params")
+    knows_vs_uses(dataset)
+    gap_table(dataset)
+    all_models(dataset)
+    ui.provenance(
+        PROBE_METHOD,
+        None,
+        "Label = the model's argmax token at the last position (computed from its final "
+        "state, so no second pass). scikit-learn LogisticRegression (L2, C = 1, lbfgs, "
+        "max_iter 1000) after StandardScaler fitted on the training folds only; "
+        "StratifiedKFold(5, shuffle, seed 0); the control shuffles labels once with seed 0. "
+        "The minimum examples per answer is in each run's config (lowered for the small "
+        "offline fact sets).",
+    )
+    alt.data_transformers.disable_max_rows()
+
+
+main()
