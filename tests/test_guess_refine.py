@@ -1,4 +1,4 @@
-"""Guess then refine (METHODS.md A5): flip rate 0 at the last layer, shares sum to 1, oracle flat."""
+"""Guess then refine (METHODS.md A5): no flips at the last layer, shares sum to 1, oracle flat."""
 
 from __future__ import annotations
 
@@ -84,6 +84,7 @@ def test_mcq_records_settle_and_decide():
     v = 20
     logp = torch.full((5, v), -10.0)
     logp[:, 0] = 0.0  # a non-option token leads early on
+    logp[:2, [1, 2, 3, 4]] = -12.0  # options below every other token at states 0, 1
     logp[2:, [1, 2, 3, 4]] = torch.tensor([1.0, 2.0, 0.5, 0.2])  # options enter the top 10 at 2
     logp[4, 1] = 3.0  # the final decision is option 0 ("A")
     logp = torch.log_softmax(logp, -1)
@@ -104,7 +105,7 @@ def test_process_wikitext_and_facts_with_both_lenses(tiny_models, tmp_path):
     lm = tiny_models["tiny-llama"]
     TunedLens.zeros(lm).save(tmp_path / lm.name)  # an (untrained) tuned lens is available
     cfg = G.GuessRefineConfig(n_prompts=6, lens_dir=str(tmp_path))
-    words = "the cat sat on the mat and the dog sat on the log near Paris in France".split()
+    words = "the cat sat on the mat and the dog sat on the log near Paris".split(" ")
     items = [Item(f"wt-{i}", " ".join(words[(i + j) % len(words)] for j in range(60)))
              for i in range(10)]
     df = G.process(lm, items, cfg, RunContext(lm.name, "guess_refine", "wikitext"))["metrics"]

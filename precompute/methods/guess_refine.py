@@ -1,4 +1,4 @@
-"""Guess, then refine (METHODS.md A5; Gupta et al. 2025, seed 001): how predictions evolve with depth.
+"""Guess, then refine (METHODS.md A5; Gupta et al. 2025, seed 001): how predictions evolve.
 
 Per prompt, one forward pass; every residual state at the **last** position is read through the
 logit lens and, when a trained lens for the model exists, the tuned lens (variant ``logit`` /
@@ -196,6 +196,8 @@ def mcq_records(
         option_ids: Token id of each option letter.
         gold: Index of the correct option.
         k: Format holds when every option token is in the lens top-k.
+        n_layers: ``L``.
+        **kw: Extra columns.
     """
     opt = torch.tensor(option_ids)
     ranks = torch.stack([ranks_of(logp, int(t)) for t in option_ids], -1)  # (S, O)
@@ -322,7 +324,7 @@ def run_facts(lm, items, cfg, lenses) -> list[dict]:
 
 
 def load_mcq(path: Path = MCQ_FILE) -> tuple[list[dict], str, str]:
-    """The team's multiple-choice items, the few-shot prefix built from its ``shots``, and sha256.
+    """Load the team's multiple-choice items, the few-shot prefix made of its ``shots``, sha256.
 
     Raises:
         ValueError: A malformed item (the message names it).
