@@ -105,7 +105,7 @@ def test_process_wikitext_and_facts_with_both_lenses(tiny_models, tmp_path):
     lm = tiny_models["tiny-llama"]
     TunedLens.zeros(lm).save(tmp_path / lm.name)  # an (untrained) tuned lens is available
     cfg = G.GuessRefineConfig(n_prompts=6, lens_dir=str(tmp_path))
-    words = "the cat sat on the mat and the dog sat on the log near Paris".split(" ")
+    words = ["the", "cat", "sat", "on", "the", "mat", "and", "dog", "log", "near", "Paris"]
     items = [Item(f"wt-{i}", " ".join(words[(i + j) % len(words)] for j in range(60)))
              for i in range(10)]
     df = G.process(lm, items, cfg, RunContext(lm.name, "guess_refine", "wikitext"))["metrics"]
