@@ -106,8 +106,7 @@ class RunContext:
             "grp": "",
         }
         for col, val in defaults.items():
-            if col not in df.columns:
-                df[col] = val
+            df[col] = df[col].fillna(val) if col in df.columns else val
         if "rel_depth" not in df.columns:
             df["rel_depth"] = [
                 rel_depth(int(layer), kind, int(n))
