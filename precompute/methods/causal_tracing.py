@@ -1,26 +1,28 @@
-"""Causal tracing (METHODS.md B1; Meng et al. 2022, ROME): where along depth is a fact stored?
+"""Causal tracing (METHODS.md B1; Meng et al. 2022, ROME): where along depth is a fact stored.
 
-Corrupt the subject: add Gaussian noise ``nu * eps`` (``nu = 3 sigma``) to the embedding output at the
-subject tokens of ``S`` copies of the prompt. Then restore one clean state at a time and measure how
-much of the clean answer's probability comes back:
+Corrupt the subject: add Gaussian noise ``nu * eps`` (``nu = 3 sigma``) to the embedding output
+at the subject tokens of ``S`` copies of the prompt. Then restore one clean state at a time and
+measure how much of the clean answer's probability comes back:
 
 * ``hidden``: the output of block ``l`` at token ``t``;
 * ``mlp`` / ``attn``: the MLP (attention) outputs at token ``t`` for every layer of a window of
   ``W`` layers around ``l`` (``[max(0, l - W//2), min(L, l - (-W//2)))``, as ROME).
 
-``p_restored(t, l)`` is the mean over the ``S`` copies of ``softmax(logits[-1])[o]`` where ``o`` is the
-*clean* argmax; ``indirect_effect = p_restored - p_corrupt``. The noise is drawn once per fact with
-``numpy.RandomState(seed)`` in ROME's shape order ``(S, e - b, D)`` and reused for every restoration
-(common random numbers), so a restoration before the subject gives ``p_corrupt`` exactly.
+``p_restored(t, l)`` is the mean over the ``S`` copies of ``softmax(logits[-1])[o]`` where ``o`` is
+the *clean* argmax; ``indirect_effect = p_restored - p_corrupt``. The noise is drawn once per fact
+with ``numpy.RandomState(seed)`` in ROME's shape order ``(S, e - b, D)`` and reused for every
+restoration (common random numbers), so a restoration before the subject gives ``p_corrupt``
+exactly.
 
 Two implementations give the same numbers:
 
 * :func:`trace_reference` runs ROME's batch of ``S + 1`` copies (copy 0 clean) for every
   ``(token, layer)`` from the first layer.
-* :func:`trace` (the default) uses the structure of the intervention: a restoration at layer ``l`` and
-  token ``t`` leaves every layer below ``l`` unchanged and every position before the subject untouched,
-  so it starts from the cached corrupted residual at layer ``l``, runs only the blocks above it, reads
-  only the last position's logits, and batches all tokens of one layer (window) in one pass.
+* :func:`trace` (the default) uses the structure of the intervention: a restoration at layer
+  ``l`` and token ``t`` leaves every layer below ``l`` unchanged and every position before the
+  subject untouched, so it starts from the cached corrupted residual at layer ``l``, runs only the
+  blocks above it, reads only the last position's logits, and batches all tokens of one layer
+  (window) in one pass.
 
 Example:
     >>> from precompute.models import load_model
@@ -87,7 +89,7 @@ class CausalTracingConfig(BaseConfig):
     batch_seqs: int = 320
 
     def kind_list(self) -> list[str]:
-        """The kinds to trace, validated."""
+        """Return the kinds to trace, validated."""
         kinds = [k.strip() for k in self.kinds.split(",") if k.strip()]
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
@@ -112,8 +114,8 @@ class TraceResult:
         p_clean: ``p(o)`` on the clean prompt.
         p_corrupt: Mean ``p(o)`` over the ``S`` corrupted copies.
         sigma: The embedding standard deviation the noise was scaled by (noise = scale * sigma).
-        correct: The clean answer matches the fact's answer (``None`` when no answer was given).
-        scores: ``kind -> (T, L)`` ``p_restored``; token rows before the subject equal ``p_corrupt``.
+        correct: The clean answer matches the fact's answer (``None`` without an answer).
+        scores: ``kind -> (T, L)`` ``p_restored``; rows before the subject equal ``p_corrupt``.
         seconds: Wall time of the trace.
     """
 
@@ -135,7 +137,7 @@ class TraceResult:
         return int(self.ids.shape[0])
 
     def groups(self) -> list[str]:
-        """The token group of every position (ROME's averaging groups)."""
+        """Return the token group of every position (ROME's averaging groups)."""
         return token_groups(self.n_tokens, *self.subject_range)
 
 
@@ -213,7 +215,7 @@ _SIGMA_CACHE: dict[tuple[int, str], float] = {}
 
 @torch.inference_mode()
 def embedding_sigma(lm: LoadedModel, subjects_in_prompts: list[tuple[str, str]]) -> float:
-    """Standard deviation of the ``hook_embed`` output over the subject tokens of the prompts.
+    """Measure the std of the ``hook_embed`` output over the subject tokens of the prompts.
 
     Measured at the hook where the noise is added (Gemma's sqrt(D) scale is inside it here).
     """
@@ -258,7 +260,9 @@ def answer_matches(lm: LoadedModel, answer_id: int, gold: str | None) -> bool | 
     return bool(first and first[0] == answer_id) or decoded.lower() == gold.strip().lower()
 
 
-def make_noise(cfg: CausalTracingConfig, n_subject: int, d_model: int, sigma: float) -> torch.Tensor:
+def make_noise(
+    cfg: CausalTracingConfig, n_subject: int, d_model: int, sigma: float
+) -> torch.Tensor:
     """``(S, e - b, D)`` noise from ``RandomState(seed)``, re-seeded per fact (ROME's order)."""
     prng = np.random.RandomState(cfg.seed)
     eps = prng.randn(cfg.samples, n_subject, d_model)
@@ -575,8 +579,8 @@ def trace_records(r: TraceResult, n_layers: int, prompt_id: str, cfg: CausalTrac
                 if v != v:
                     continue
                 for metric, value in (("indirect_effect", v - r.p_corrupt), ("p_restored", v)):
-                    recs.append(dict(base, variant=kind, grp=g, layer=layer, metric=metric,
-                                     value=value, unit="prob"))
+                    recs.append(dict(base, variant=kind, position=-1, grp=g, layer=layer,
+                                     metric=metric, value=value, unit="prob"))
     recs += fact_records(r, n_layers, prompt_id)
     return recs
 
@@ -596,8 +600,8 @@ def fact_records(r: TraceResult, n_layers: int, prompt_id: str) -> list[dict]:
     if r.correct is not None:
         vals["correct"] = (float(r.correct), "fraction")
     return [
-        dict(prompt_id=prompt_id, layer=0, layer_kind="fact", n_layers=n_layers, rel_depth=0.0,
-             metric=m, value=float(v), unit=u)
+        dict(prompt_id=prompt_id, variant="", position=-1, grp="", layer=0, layer_kind="fact",
+             n_layers=n_layers, metric=m, value=float(v), unit=u)
         for m, (v, u) in vals.items()
     ]
 
@@ -683,7 +687,7 @@ def _matmul_gflops(n: int = 2048, reps: int = 3) -> float:
 
 
 def bench_causal_tracing(model_name: str, args) -> dict:
-    """Reference (ROME) vs fast trace on the same facts and noise; plus a live hidden trace."""
+    """Time the reference (ROME) and fast traces on the same facts and noise, and a live trace."""
     from precompute.models import load_model
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))

@@ -1,0 +1,169 @@
+"""Causal tracing (METHODS.md B1): the invariants on tiny random models, fast == ROME reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from precompute.methods import Item, RunContext
+from precompute.methods.causal_tracing import (
+    CausalTracingConfig,
+    TraceCancelled,
+    process,
+    subject_range,
+    token_groups,
+    trace,
+    trace_reference,
+    window_layers,
+)
+from precompute.models import load_model
+from precompute.schema import conform
+
+PROMPT = "The cat sat on the mat and the dog"
+SUBJECT = "cat sat"
+SMALL = CausalTracingConfig(samples=3, window=2, noise_sigma=0.5, max_tokens=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread on a shared CPU; restore afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-neox", "tiny-llama"])
+def lm(request):
+    return load_model(request.param)
+
+
+@pytest.fixture(scope="module")
+def traces(lm):
+    return trace(lm, PROMPT, SUBJECT, SMALL), trace_reference(lm, PROMPT, SUBJECT, SMALL)
+
+
+def test_fast_equals_reference(traces):
+    fast, ref = traces
+    assert fast.p_corrupt == pytest.approx(ref.p_corrupt, abs=1e-6)
+    for kind in ("hidden", "mlp", "attn"):
+        assert torch.allclose(fast.scores[kind], ref.scores[kind], atol=1e-5, rtol=0), kind
+
+
+def test_restoring_before_subject_gives_corrupted_probability(traces):
+    _, ref = traces  # the reference really runs these restorations
+    b, _ = ref.subject_range
+    assert b > 0
+    for kind, grid in ref.scores.items():
+        assert torch.all(grid[:b] == ref.p_corrupt), kind
+
+
+def test_restoring_last_layer_at_last_token_gives_clean_probability(traces):
+    for r in traces:
+        assert float(r.scores["hidden"][-1, -1]) == pytest.approx(r.p_clean, abs=1e-6)
+
+
+def test_noise_hurts_and_restoring_subject_helps_somewhere(traces):
+    fast, _ = traces
+    b, e = fast.subject_range
+    assert fast.p_corrupt != fast.p_clean
+    assert not torch.all(fast.scores["hidden"][b:e] == fast.p_corrupt)
+
+
+def test_zero_noise_gives_zero_effect(lm):
+    cfg = CausalTracingConfig(samples=2, window=2, noise_scale=0.0, noise_sigma=1.0)
+    r = trace(lm, PROMPT, SUBJECT, cfg)
+    assert r.p_corrupt == pytest.approx(r.p_clean, abs=1e-6)
+    for grid in r.scores.values():
+        assert torch.allclose(grid, torch.full_like(grid, r.p_corrupt), atol=1e-6)
+
+
+def test_subject_range_by_character_spans(lm):
+    ids, b, e = subject_range(lm, PROMPT, SUBJECT)
+    toks = lm.token_strs(ids[0, b:e])
+    assert "".join(toks).strip() == SUBJECT
+    assert b > 0 and e < ids.shape[1]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "subject", "match"),
+    [
+        (PROMPT, "elephant", "does not occur"),
+        ("The cat sat", "The cat sat", "whole prompt"),
+        ("On the mat sat the cat", "cat", "ends with the subject"),
+        (PROMPT, "  ", "empty"),
+    ],
+)
+def test_bad_subjects_are_clear_errors(prompt, subject, match):
+    lm = load_model("tiny-gpt2")
+    with pytest.raises(ValueError, match=match):
+        trace(lm, prompt, subject, SMALL)
+
+
+def test_prompt_longer_than_live_limit_is_an_error():
+    lm = load_model("tiny-gpt2")
+    with pytest.raises(ValueError, match="at most 5"):
+        trace(lm, PROMPT, SUBJECT, CausalTracingConfig(max_tokens=5, noise_sigma=0.5))
+
+
+def test_cancel_stops_the_trace():
+    lm = load_model("tiny-gpt2")
+    seen = []
+
+    def progress(frac):
+        seen.append(frac)
+        return False
+
+    with pytest.raises(TraceCancelled):
+        trace(lm, PROMPT, SUBJECT, SMALL, progress=progress)
+    assert len(seen) == 1
+    assert not lm.lock.locked()
+
+
+def test_token_groups_and_windows():
+    assert token_groups(8, 2, 5) == [
+        "before", "before", "first_subject", "middle_subject", "last_subject",
+        "first_subsequent", "further", "last",
+    ]
+    assert token_groups(4, 1, 2) == ["before", "last_subject", "first_subsequent", "last"]
+    assert list(window_layers(0, 10, 30)) == list(range(0, 5))
+    assert list(window_layers(29, 10, 30)) == list(range(24, 30))
+    assert list(window_layers(3, 1, 30)) == [3]
+
+
+def test_process_rows_and_wrong_facts_are_explained():
+    lm = load_model("tiny-llama")
+    ctx = RunContext(model=lm.name, method="causal_tracing", dataset="facts")
+    clean = trace(lm, PROMPT, SUBJECT, SMALL)
+    right = Item("f-1", PROMPT, {"subject": SUBJECT, "answer": clean.answer.strip() or "x"})
+    wrong = Item("f-2", PROMPT, {"subject": SUBJECT, "answer": "zebra"})
+    cfg = CausalTracingConfig(samples=2, window=2, noise_sigma=0.5, kinds="hidden")
+    out = process(lm, [right, wrong], cfg, ctx)
+    m = conform("metrics", out["metrics"])
+    correct = m[m["metric"] == "correct"].set_index("prompt_id")["value"]
+    assert correct["f-2"] == 0.0
+    assert set(m[m["prompt_id"] == "f-2"]["metric"]) >= {"p_clean", "correct"}
+    assert m[(m["prompt_id"] == "f-2") & (m["metric"] == "p_restored")].empty
+    if correct["f-1"] == 1.0:
+        cells = m[(m["prompt_id"] == "f-1") & (m["metric"] == "p_restored") & (m["position"] >= 0)]
+        assert len(cells) == clean.n_tokens * lm.n_layers
+        agg = m[(m["prompt_id"] == "f-1") & (m["position"] == -1) & (m["layer_kind"] == "block")]
+        assert {"last", "last_subject", "before"} <= set(agg["grp"])
+        assert agg["rel_depth"].between(0, 1).all()
+    assert not m["value"].isna().any()
+    assert set(out["prompts"]["prompt_id"]) == {"f-1", "f-2"}
+
+
+@pytest.mark.slow
+def test_smollm_knows_paris_and_fast_matches_reference():
+    lm = load_model("smollm2-135m")
+    cfg = CausalTracingConfig(kinds="hidden", token_range="subject_last")
+    text = "The capital of France is the city of"
+    fast = trace(lm, text, "France", cfg, answer="Paris")
+    ref = trace_reference(lm, text, "France", cfg)
+    assert fast.correct is True
+    assert fast.p_corrupt < fast.p_clean
+    keep = ~torch.isnan(ref.scores["hidden"])
+    diff = (fast.scores["hidden"][keep] - ref.scores["hidden"][keep]).abs().max()
+    assert float(diff) <= 1e-5
+    assert float(fast.scores["hidden"][-1, -1]) == pytest.approx(fast.p_clean, abs=1e-5)
