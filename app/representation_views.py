@@ -1,0 +1,247 @@
+"""Data shaping for the representation pages (intrinsic dimension, RSA): queries and live frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from app import data, live
+
+ID_METHOD = "intrinsic_dimension"
+RSA_METHOD = "rsa"
+
+#: estimator: (label, what it measures)
+ESTIMATORS = {
+    "twonn": (
+        "TwoNN (headline)",
+        "Facco et al. 2017: for each point, the ratio of its 2nd to its 1st nearest-neighbour "
+        "distance; on a d-dimensional manifold these ratios follow a Pareto law with exponent d. "
+        "Local: it needs only the two nearest neighbours, so curved manifolds are fine. The 10 % "
+        "largest ratios are discarded (scikit-dimension's default).",
+    ),
+    "twonn_ml": (
+        "TwoNN, maximum likelihood",
+        "The same ratios, with d estimated by maximum likelihood instead of a line fit (the "
+        "discarded 10 % are treated as censored). Should agree with TwoNN; a gap flags noise.",
+    ),
+    "mle": (
+        "Levina-Bickel MLE (K = 5)",
+        "Levina and Bickel 2005: the distances to the 5 nearest neighbours of each point, "
+        "averaged over points. Also local; more sensitive to the density of points.",
+    ),
+    "pca90": (
+        "PCA: components for 90 % variance",
+        "Global and linear: how many principal directions explain 90 % of the variance. A curved "
+        "low-dimensional manifold can need many linear directions, so this is an upper bound "
+        "-- and it cannot exceed the number of points minus one.",
+    ),
+    "participation_ratio": (
+        "PCA participation ratio",
+        "(Σλ)² / Σλ² of the covariance eigenvalues: the number of directions that share the "
+        "variance evenly. One dominant (e.g. 'massive activation') direction pulls it towards 1.",
+    ),
+}
+
+POOLINGS = {
+    "mean": "mean over tokens (first token excluded)",
+    "last": "last token",
+}
+
+SCALES = {"1/1": "all points", "1/2": "half the points", "1/4": "a quarter of the points"}
+
+
+def datasets(method: str) -> list[str]:
+    """Datasets with results for a method (``metrics_agg`` or ``similarity``)."""
+    table = "similarity" if method == RSA_METHOD else "metrics_agg"
+    if not data.table_exists(table):
+        return []
+    df = data.query(f'SELECT DISTINCT dataset FROM "{table}" WHERE method = ? ORDER BY dataset',
+                    [method])
+    return sorted(df["dataset"].tolist(), key=lambda d: (d != "wikitext", d))
+
+
+def id_curves(estimator: str, pooling: str, dataset: str, scale: str = "1/1") -> pd.DataFrame:
+    """ID by relative depth per model, with the number of distinct points behind each value."""
+    grp = f"{estimator}|{pooling}"
+    df = data.query(
+        """SELECT a.model, a.variant, a.layer, a.rel_depth, a.mean, a.ci_lo, a.ci_hi, a.n,
+                  p.mean AS n_points
+           FROM metrics_agg a LEFT JOIN metrics_agg p
+             ON p.model = a.model AND p.method = a.method AND p.dataset = a.dataset
+            AND p.variant = a.variant AND p.grp = a.grp AND p.layer = a.layer
+            AND p.metric = 'n_points'
+           WHERE a.method = ? AND a.metric = 'intrinsic_dim' AND a.grp = ? AND a.dataset = ?
+             AND (? = '' OR a.variant = ?)
+           ORDER BY a.model, a.variant, a.layer""",
+        [ID_METHOD, grp, dataset, scale, scale],
+    )
+    return df
+
+
+def id_points_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the fewest and most distinct points behind the estimates (duplicates removed)."""
+    if df.empty:
+        return pd.DataFrame(columns=["model", "fewest points", "most points", "states"])
+    g = df.groupby("model")
+    return pd.DataFrame(
+        {
+            "fewest points": g["n_points"].min().round().astype("Int64"),
+            "most points": g["n_points"].max().round().astype("Int64"),
+            "states": g["layer"].nunique(),
+        }
+    ).reset_index()
+
+
+def similarity_variants(dataset: str) -> list[str]:
+    """RSA variants (``pooling|distance|normalisation``) stored for a dataset."""
+    df = data.query(
+        "SELECT DISTINCT variant FROM similarity WHERE method = ? AND dataset = ? ORDER BY variant",
+        [RSA_METHOD, dataset],
+    )
+    return df["variant"].tolist()
+
+
+def rsa_models(dataset: str) -> list[str]:
+    """Models with RSA results on a dataset."""
+    df = data.query(
+        "SELECT DISTINCT model FROM similarity WHERE method = ? AND dataset = ? ORDER BY model",
+        [RSA_METHOD, dataset],
+    )
+    return df["model"].tolist()
+
+
+def _depth_labels(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["depth_a"] = df["rel_depth_a"].map(lambda v: f"{v:.2f}")
+    df["depth_b"] = df["rel_depth_b"].map(lambda v: f"{v:.2f}")
+    return df
+
+
+def within_similarity(model: str, dataset: str, variant: str) -> pd.DataFrame:
+    """Return the stored layer x layer similarity of one model, with relative-depth labels."""
+    df = data.query(
+        """SELECT layer_a, layer_b, rel_depth_a, rel_depth_b, value, n_stimuli
+           FROM similarity WHERE method = ? AND model = ? AND model_b = ? AND dataset = ?
+             AND variant = ? ORDER BY layer_a, layer_b""",
+        [RSA_METHOD, model, model, dataset, variant],
+    )
+    return _depth_labels(df)
+
+
+def _rdm_rows(model: str, dataset: str, variant: str) -> pd.DataFrame:
+    return data.query(
+        """SELECT layer, rel_depth, stimulus_a, stimulus_b, value FROM rdm
+           WHERE method = ? AND model = ? AND dataset = ? AND variant = ?""",
+        [RSA_METHOD, model, dataset, variant],
+    )
+
+
+def cross_similarity(
+    model_a: str, model_b: str, dataset: str, variant: str, step: float = 0.05
+) -> pd.DataFrame:
+    """Similarity of every state of model A with every state of model B, on a depth grid.
+
+    Computed now from the two models' stored RDMs (stimuli both saw, sorted by id) with the same
+    function precompute uses, then resampled bilinearly onto ``0, step, ..., 1``.
+    """
+    from precompute.methods.rsa import cross_model_similarity, resample_to_grid
+
+    a, b = _rdm_rows(model_a, dataset, variant), _rdm_rows(model_b, dataset, variant)
+    if a.empty or b.empty:
+        raise ValueError("One of the models has no stored RDMs for this dataset and variant.")
+    cross = cross_model_similarity(a, b)
+    sim = cross.pivot(index="layer_a", columns="layer_b", values="value").to_numpy()
+    da = cross.drop_duplicates("layer_a").sort_values("layer_a")["rel_depth_a"].to_numpy()
+    db = cross.drop_duplicates("layer_b").sort_values("layer_b")["rel_depth_b"].to_numpy()
+    grid = np.round(np.arange(0.0, 1.0 + step / 2, step), 4)
+    res = resample_to_grid(sim, da, db, grid)  # (G, G)
+    ga, gb = np.meshgrid(grid, grid, indexing="ij")
+    out = pd.DataFrame(
+        {
+            "rel_depth_a": ga.ravel(),
+            "rel_depth_b": gb.ravel(),
+            "value": res.ravel(),
+            "n_stimuli": int(cross["n_stimuli"].iloc[0]),
+        }
+    )
+    return _depth_labels(out)
+
+
+def matched_depth(cross: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Return the diagonal of a depth-grid matrix (A and B at equal relative depth) as curves."""
+    diag = cross[np.isclose(cross["rel_depth_a"], cross["rel_depth_b"])].copy()
+    diag = diag.rename(columns={"rel_depth_a": "rel_depth", "value": "mean"})
+    diag["ci_lo"] = diag["mean"]
+    diag["ci_hi"] = diag["mean"]
+    diag["n"] = diag["n_stimuli"]
+    diag["model"] = label
+    return diag[["model", "rel_depth", "mean", "ci_lo", "ci_hi", "n"]]
+
+
+MIN_LIVE_SENTENCES = 6
+
+
+def parse_sentences(text: str) -> list[str]:
+    """One sentence per non-empty line.
+
+    Raises:
+        live.PromptError: Fewer than six sentences, or a repeated sentence.
+    """
+    sents = [s.strip() for s in (text or "").splitlines() if s.strip()]
+    if len(sents) < MIN_LIVE_SENTENCES:
+        raise live.PromptError(
+            f"Enter at least {MIN_LIVE_SENTENCES} sentences, one per line; you entered "
+            f"{len(sents)}. With fewer, an RDM has too few pairs for a rank correlation to mean "
+            "much."
+        )
+    if len(set(sents)) != len(sents):
+        raise live.PromptError("Two lines are identical: every sentence must be different.")
+    return sents
+
+
+def live_rsa_frames(model_name: str, text: str, max_tokens: int) -> dict:
+    """RSA of the student's sentences on the live model, with the precompute functions.
+
+    Returns:
+        ``{"sentences", "rdm" (long, full matrix per state), "similarity" (long), "n_layers"}``.
+    """
+    from precompute.methods.rsa import RSAConfig, live_rsa
+
+    sents = parse_sentences(text)
+    lm = live.get_model(model_name)
+    try:
+        res = live_rsa(lm, sents, RSAConfig(max_tokens=max_tokens))
+    except ValueError as err:  # e.g. a one-token line, or two lines with equal vectors
+        raise live.PromptError(str(err)) from err
+    n_states, n = res.rdms.shape[:2]
+    labels = [f"{i + 1:02d}: {s[:30]}" for i, s in enumerate(sents)]
+    lab = [labels[int(sid[1:])] for sid in res.stimulus_ids]  # ids are s00, s01 ... in order
+    li, ai, bi = np.meshgrid(np.arange(n_states), np.arange(n), np.arange(n), indexing="ij")
+    rdm_long = pd.DataFrame(
+        {
+            "layer": li.ravel(),
+            "rel_depth": li.ravel() / (n_states - 1),
+            "sentence_a": np.asarray(lab, dtype=object)[ai.ravel()],
+            "sentence_b": np.asarray(lab, dtype=object)[bi.ravel()],
+            "dissimilarity": res.rdms.reshape(-1),
+        }
+    )
+    d = res.rel_depth
+    la, lb = np.meshgrid(np.arange(n_states), np.arange(n_states), indexing="ij")
+    sim = pd.DataFrame(
+        {
+            "layer_a": la.ravel(),
+            "layer_b": lb.ravel(),
+            "rel_depth_a": d[la.ravel()],
+            "rel_depth_b": d[lb.ravel()],
+            "value": res.similarity.reshape(-1),
+        }
+    )
+    return {
+        "sentences": sents,
+        "labels": labels,
+        "rdm": rdm_long,
+        "similarity": _depth_labels(sim),
+        "n_layers": n_states - 1,
+        "model": model_name,
+    }

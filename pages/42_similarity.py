@@ -1,0 +1,181 @@
+"""Representational similarity.
+
+How do representations evolve? Layer x layer similarity of representational geometry, within a
+model and across models at the same relative depth, and live on the student's own sentences.
+"""
+
+import streamlit as st
+
+from app import charts, live, ui
+from app.representation_views import (
+    MIN_LIVE_SENTENCES,
+    RSA_METHOD,
+    cross_similarity,
+    datasets,
+    live_rsa_frames,
+    matched_depth,
+    rsa_models,
+    similarity_variants,
+    within_similarity,
+)
+
+SIM_TITLE = "Spearman ρ of RDMs"
+DEPTH_A = "relative depth, model A (0 = embeddings, 1 = last)"
+DEFAULT_SENTENCES = "\n".join(
+    [
+        "The cat sat on the mat.",
+        "A dog slept on the rug.",
+        "Paris is the capital of France.",
+        "Rome is the capital of Italy.",
+        "Water boils at one hundred degrees.",
+        "Ice melts when it gets warm.",
+        "She plays the violin every night.",
+    ]
+)
+
+
+def heatmap(df, x: str, y: str, x_title: str, y_title: str):
+    """Draw a layer x layer heatmap on a fixed 0-1 colour scale (so models compare)."""
+    return charts.matrix_heatmap(df, x, y, "value", SIM_TITLE, (0.0, 1.0), x_title, y_title)
+
+
+def within() -> tuple[str, str, list[str]] | None:
+    """Show the stored within-model matrices; return the choices for the cross-model view."""
+    st.subheader("Within a model: which layers share a geometry?")
+    ui.badge("precomputed")
+    sets = datasets(RSA_METHOD)
+    if not sets:
+        ui.no_results(RSA_METHOD)
+        return None
+    c1, c2, c3 = st.columns(3)
+    dataset = c1.selectbox("Stimuli", sets, key="rsa_dataset", bind="query-params")
+    variant = c2.selectbox(
+        "Pooling | distance | normalisation", similarity_variants(dataset),
+        key="rsa_variant", bind="query-params",
+    )
+    models = rsa_models(dataset)
+    model = c3.selectbox("Model", models, key="rsa_model", bind="query-params")
+    df = within_similarity(model, dataset, variant)
+    if df.empty:
+        st.info("No similarity rows for this choice.")
+        return None
+    st.altair_chart(
+        heatmap(df, "depth_a", "depth_b", "relative depth (0 = embeddings)", "relative depth"),
+        width="stretch",
+    )
+    st.caption(f"{int(df['n_stimuli'].iloc[0])} stimuli; ρ below 0 is drawn as 0.")
+    st.markdown(
+        "**What to notice.** Seed 000 finds blocks: early layers resemble each other, the "
+        "middle is more varied, and the last layers converge again. A bright square along the "
+        "diagonal is a stretch of layers that keep the same geometry -- a candidate *stage*."
+    )
+    ui.download(df, f"rsa_{model}_{dataset}", key="dl-within")
+    return dataset, variant, models
+
+
+def across(dataset: str, variant: str, models: list[str]) -> None:
+    """Compare two models' RDMs on a common relative-depth grid."""
+    st.subheader("Across models: do layers at the same relative depth agree?")
+    ui.badge("precomputed")
+    if len(models) < 2:
+        st.info("Only one model has RSA results on these stimuli; two are needed.")
+        return
+    c1, c2 = st.columns(2)
+    model_a = c1.selectbox("Model A", models, index=0, key="rsa_model_a", bind="query-params")
+    model_b = c2.selectbox("Model B", models, index=1, key="rsa_model_b", bind="query-params")
+    try:
+        df = cross_similarity(model_a, model_b, dataset, variant)
+    except ValueError as err:
+        st.warning(str(err))
+        return
+    st.altair_chart(
+        heatmap(df, "depth_a", "depth_b", DEPTH_A, "relative depth, model B"), width="stretch"
+    )
+    diag = matched_depth(df, f"{model_a} vs {model_b}")
+    st.altair_chart(
+        charts.depth_lines(diag, f"{SIM_TITLE} at equal depth (correlation)"), width="stretch"
+    )
+    st.markdown(
+        "**What to notice.** Seed 000 reports that models of different sizes align at similar "
+        f"*relative* depths: look for a bright diagonal. Computed now from the two models' "
+        f"stored RDMs over the {int(df['n_stimuli'].iloc[0])} stimuli both saw, then "
+        "interpolated onto a grid of relative depths (step 0.05)."
+    )
+    ui.download(df, f"rsa_{model_a}_vs_{model_b}_{dataset}", key="dl-across")
+
+
+def live_panel() -> None:
+    """Run the student's sentences through the same RSA functions."""
+    st.subheader("Your sentences, live")
+    ui.badge("live")
+    cfg = live.config()
+    model = live.model_picker(key="rsa_live_model")
+    text = st.text_area(
+        f"At least {MIN_LIVE_SENTENCES} sentences, one per line", value=DEFAULT_SENTENCES,
+        key="rsa_live_text", height=190, max_chars=cfg.max_prompt_chars, bind="query-params",
+    )
+    if st.button("Compare the layers", type="primary", key="rsa_live_run"):
+        try:
+            with st.spinner("Running the model on each sentence ..."):
+                st.session_state["rsa_live"] = live_rsa_frames(model, text, cfg.max_live_tokens)
+        except live.PromptError as err:
+            st.warning(str(err))
+    res = st.session_state.get("rsa_live")
+    if res is None:
+        return
+    st.caption(f"Model: {res['model']}; {len(res['sentences'])} sentences.")
+    st.altair_chart(
+        heatmap(res["similarity"], "depth_a", "depth_b", "relative depth (0 = embeddings)",
+                "relative depth"),
+        width="stretch",
+    )
+    layer = st.slider("RDM of residual state", 0, res["n_layers"], res["n_layers"] // 2,
+                      key="rsa_live_layer", bind="query-params")
+    rdm = res["rdm"][res["rdm"]["layer"] == layer]
+    st.altair_chart(
+        charts.matrix_heatmap(rdm, "sentence_a", "sentence_b", "dissimilarity",
+                              "1 − cosine", (0.0, 1.0), "sentence", "sentence"),
+        width="stretch",
+    )
+    st.markdown(
+        f"**What to notice.** State {layer} of {res['n_layers']} (relative depth "
+        f"{layer / res['n_layers']:.2f}). Dark cells are sentence pairs this layer represents "
+        "alike. Do the two capital-city sentences pair up at every depth, or only in the "
+        "middle? The layer x layer map above compares these matrices by rank correlation."
+    )
+    ui.download(res["rdm"], "rsa_live_rdms", key="dl-live-rdm")
+    ui.download(res["similarity"], "rsa_live_similarity", key="dl-live-sim")
+
+
+def main() -> None:
+    """Render the page."""
+    ui.page_header(
+        "How do representations evolve?",
+        "If two layers arrange the same sentences in the same way -- the same pairs close, the "
+        "same pairs far apart -- they share a representational geometry. Where along the depth "
+        "does that geometry change, and do different models change at the same relative depth?",
+        [
+            ("Kriegeskorte et al. 2008", "https://doi.org/10.3389/neuro.06.004.2008"),
+        ],
+    )
+    st.markdown(
+        "Each sentence becomes one vector per layer (the mean of its token states, first token "
+        "excluded). A layer's **RDM** holds 1 − cosine similarity for every pair of sentences. "
+        "Two layers -- of one model or of two models given the same sentences -- are compared by "
+        "the **Spearman rank correlation** of their RDMs' upper triangles: 1 means the same "
+        "ordering of pairs, whatever the width of each space (seed 000's method)."
+    )
+    picked = within()
+    if picked:
+        across(*picked)
+    ui.provenance(
+        RSA_METHOD,
+        None,
+        "WikiText-2 paragraphs (first 128 tokens) or the team's facts; stimuli sorted by id so "
+        "every model's RDMs line up. Defaults (mean pooling without BOS, cosine, Spearman) are "
+        "ours: seed 000 does not specify them (METHODS.md E3).",
+    )
+    live_panel()
+
+
+main()
