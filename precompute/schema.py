@@ -105,6 +105,23 @@ TABLES: dict[str, dict[str, str]] = {
         "is_suppression": "bool",
         "run_id": "string",
     },
+    # Facts (METHODS.md B1-B3): what the model answers on each fact's clean prompt, whether that
+    # is the fact's answer, and the subject's token range, per (model, method, fact).
+    "fact_checks": {
+        "model": "string",
+        "method": "string",
+        "dataset": "string",
+        "prompt_id": "string",
+        "subject": "string",
+        "gold": "string",
+        "prediction": "string",
+        "prediction_id": "int64",
+        "p_prediction": "float64",
+        "correct": "bool",
+        "subject_start": "int64",
+        "subject_end": "int64",
+        "run_id": "string",
+    },
     # The prompts as each model tokenised them.
     "prompts": {
         "model": "string",
