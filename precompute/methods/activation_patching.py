@@ -1,0 +1,522 @@
+"""Activation patching (METHODS.md B3): from which layer does the model *use* the answer.
+
+Our documented protocol (seed 000 gives none; Zhang & Nanda 2023 best practice). A clean fact prompt
+is paired with a corrupted one in which the subject is replaced by **another subject of the same
+relation** whose prompt has the same tokens everywhere except the subject span (same token length,
+same span; B3 "symmetric token replacement"). Clean run: answer ``o`` (argmax), ``p_clean``;
+corrupted run: its own answer ``o' != o``. The metric is the logit difference
+``LD = logit(o) - logit(o')`` (the probability of ``o`` is reported too). Clean activations are
+copied into the corrupted run one at a time:
+
+* ``resid_last`` (cumulative): residual state ``h_i`` (``i = 0..L``, ``layer_kind = "resid"``,
+  ``rel_depth = i/L``) at the last position;
+* ``block_out_last`` (per-layer importance): block ``l``'s output delta ``h_{l+1} - h_l`` (attention
+  plus MLP) at the last position (``layer_kind = "block"``, ``rel_depth = l/(L-1)``);
+* ``resid_subject_last``: ``h_i`` at the last subject token (ROME's "early site").
+
+Normalised effect ``(m_patched - m_corr) / (m_clean - m_corr)``: 0 = no help, 1 = fully restored.
+Pairs with ``|m_clean - m_corr| < 1e-3`` are dropped (B3).
+
+Metric names (``metrics`` table, ``method = "activation_patching"``, ``variant`` = the variant):
+
+* per fact and layer: ``effect_logit_diff`` (fraction), ``effect_prob`` (fraction), ``p_patched``
+  (prob), ``logit_diff_patched`` (logit);
+* per fact, ``layer_kind = "summary"`` rows (``layer = -1``, ``rel_depth = -1``: not a depth):
+  ``uses_layer`` (count: a layer index) and ``uses_rel_depth`` (fraction) -- for ``resid_last`` the
+  first state ``i`` with ``effect_logit_diff >= 0.5`` (B3 step 6), for ``block_out_last`` the argmax
+  block, for ``resid_subject_last`` the first state with effect ``>= 0.5`` --; ``p_clean``,
+  ``p_corr`` (prob), ``logit_diff_clean``, ``logit_diff_corr`` (logit); and, with ``variant = ""``,
+  ``answer_correct`` and ``pair_found`` (fraction) for every fact seen.
+
+The "knows versus uses" page reads ``USES_VARIANT``/``USES_REL_METRIC`` from here: the mean
+over facts of ``uses_rel_depth`` for ``resid_last``, on the ``i/L`` axis of probes on ``h_0..h_L``.
+
+Example:
+    >>> from precompute.models import load_model
+    >>> lm = load_model("tiny-gpt2")
+    >>> r = patch_pair(lm, "The capital of France is the city of", "France", "Italy", check=False)
+    >>> len(r.effect_ld["resid_last"]) == lm.n_layers + 1
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from precompute.activations import resid_hook_names
+from precompute.methods import BaseConfig, Item, Method, RunContext, rel_depth
+from precompute.methods.attention_knockout import (
+    FactPrompt,
+    answer_matches,
+    fact_parts,
+    prompt_row,
+    subject_tokens,
+    summary_record,
+)
+from precompute.models import LoadedModel
+
+VARIANTS = ("resid_last", "block_out_last", "resid_subject_last")
+#: The variant, metric and threshold that define the "uses" layer (for the knows-vs-uses page).
+USES_VARIANT = "resid_last"
+USES_METRIC = "uses_layer"
+USES_REL_METRIC = "uses_rel_depth"
+EFFECT_METRIC = "effect_logit_diff"
+USES_THRESHOLD = 0.5
+MIN_DENOMINATOR = 1e-3
+
+
+@dataclass(frozen=True)
+class PatchingConfig(BaseConfig):
+    """Defaults (all ours, METHODS.md B3 "Defaults (ours)").
+
+    ``max_facts`` = 40 pairs per run (B3 suggests 200; CPU budget). The whole dataset is loaded
+    (``n_items`` = 0: all) because the swap subjects come from it. ``candidates`` = 8 same-relation
+    subjects tried per fact. ``batch_rows`` = 128 rows at most per forward pass.
+    ``stride`` = 1: try every ``stride``-th fact only (ours: spans every relation of a file
+    ordered by relation; the swap partners still come from every fact).
+    ``subject`` / ``corrupt_subject`` are for ``run-one`` only.
+    """
+
+    max_facts: int = 40
+    stride: int = 1
+    n_items: int = 0
+    candidates: int = 8
+    max_tokens: int = 64
+    batch_rows: int = 128
+    subject: str = ""
+    corrupt_subject: str = ""
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Copy a clean activation into the corrupted run.
+
+    Attributes:
+        kind: ``resid`` (state ``h_layer``, ``layer = 0..L``) or ``block_out`` (block ``layer``'s
+            output delta ``h_{layer+1} - h_layer``).
+        layer: State or block index.
+        position: Token position.
+    """
+
+    kind: str
+    layer: int
+    position: int
+
+
+def _row_hooks(
+    lm: LoadedModel, patches: Sequence[Patch | None], clean: dict[str, torch.Tensor]
+) -> list[tuple[str, Callable]]:
+    """TransformerLens hooks that apply each row's patch (row ``r`` gets ``patches[r]``)."""
+    names = resid_hook_names(lm.n_layers)
+    by_name: dict[str, list[tuple[int, int, str, int]]] = {}
+    for row, p in enumerate(patches):
+        if p is None:
+            continue
+        if p.kind == "resid":
+            by_name.setdefault(names[p.layer], []).append((row, p.position, "set", p.layer))
+        elif p.kind == "block_out":
+            pre, post = f"blocks.{p.layer}.hook_resid_pre", f"blocks.{p.layer}.hook_resid_post"
+            by_name.setdefault(pre, []).append((row, p.position, "keep", p.layer))
+            by_name.setdefault(post, []).append((row, p.position, "add", p.layer))
+        else:
+            raise ValueError(f"Unknown patch kind {p.kind!r}; use resid or block_out.")
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+
+    def make(name: str, todo: list[tuple[int, int, str, int]]) -> Callable:
+        def hook(x, hook):  # x: (B, T, D)
+            x = x.clone()
+            for row, pos, op, layer in todo:
+                if op == "set":
+                    x[row, pos] = clean[names[layer]][pos]
+                elif op == "keep":
+                    kept[(row, layer)] = x[row, pos].clone()
+                else:  # add: the corrupted h_l plus the clean block's own delta
+                    pre = clean[f"blocks.{layer}.hook_resid_pre"][pos]
+                    post = clean[f"blocks.{layer}.hook_resid_post"][pos]
+                    x[row, pos] = kept[(row, layer)] + (post - pre)
+            return x
+
+        return hook
+
+    # "keep" hooks (resid_pre of block l) run before the "add" hooks (resid_post of block l).
+    return [(name, make(name, todo)) for name, todo in by_name.items()]
+
+
+@torch.inference_mode()
+def patched_logits(
+    lm: LoadedModel,
+    clean_ids: torch.Tensor,
+    corr_ids: torch.Tensor,
+    patches: Sequence[Patch],
+    batch_rows: int = 128,
+) -> torch.Tensor:
+    """Last-position logits: row 0 clean, row 1 corrupted, then one row per patch.
+
+    Args:
+        lm: Loaded model.
+        clean_ids: ``(1, T)``.
+        corr_ids: ``(1, T)``, same length.
+        patches: Activations to copy from the clean run into the corrupted run.
+        batch_rows: Most rows per forward pass.
+
+    Returns:
+        ``(2 + len(patches), V)`` float32 logits at the last position.
+    """
+    if clean_ids.shape != corr_ids.shape:
+        raise ValueError(
+            f"Clean and corrupted prompts must have the same number of tokens "
+            f"({clean_ids.shape[1]} vs {corr_ids.shape[1]})."
+        )
+    n_tokens, n_layers = int(clean_ids.shape[1]), lm.n_layers
+    for p in patches:
+        top = n_layers if p.kind == "resid" else n_layers - 1
+        if not (0 <= p.layer <= top and 0 <= p.position < n_tokens):
+            raise ValueError(f"Patch {p} is outside the model (L = {n_layers}) or the prompt.")
+    names = set(resid_hook_names(n_layers)) | {
+        f"blocks.{i}.hook_resid_{s}" for i in range(n_layers) for s in ("pre", "post")
+    }
+    with lm.lock:
+        _, cache = lm.bridge.run_with_cache(
+            clean_ids, names_filter=lambda n: n in names, logits_to_keep=1
+        )
+    clean = {n: cache[n][0] for n in names}  # (T, D) each
+    rows: list[Patch | None] = [None, None, *patches]
+    step = max(1, min(batch_rows, len(rows)))
+    out = []
+    for r0 in range(0, len(rows), step):
+        chunk = rows[r0 : r0 + step]
+        ids = corr_ids.expand(len(chunk), -1).clone()  # (B, T)
+        if r0 == 0:
+            ids[0] = clean_ids[0]
+        with lm.lock:
+            logits = lm.bridge.run_with_hooks(
+                ids, fwd_hooks=_row_hooks(lm, chunk, clean), logits_to_keep=1
+            )
+        out.append(logits[:, -1].float())
+    return torch.cat(out)
+
+
+def variant_patches(variant: str, n_layers: int, last: int, subject_last: int) -> list[Patch]:
+    """List the patches of one variant, in layer order."""
+    if variant == "resid_last":
+        return [Patch("resid", i, last) for i in range(n_layers + 1)]
+    if variant == "block_out_last":
+        return [Patch("block_out", i, last) for i in range(n_layers)]
+    if variant == "resid_subject_last":
+        return [Patch("resid", i, subject_last) for i in range(n_layers + 1)]
+    raise ValueError(f"Unknown variant {variant!r}; use one of {VARIANTS}.")
+
+
+@dataclass
+class PatchResult:
+    """Patching curves of one (clean, corrupted) pair.
+
+    Attributes:
+        clean, corrupt: The two prompts (same tokens outside the subject span).
+        target_id, foil_id: ``o`` (clean answer) and ``o'`` (corrupted answer).
+        p_clean, p_corr: Probability of ``o`` in each run.
+        ld_clean, ld_corr: ``logit(o) - logit(o')`` in each run.
+        p_patched, ld_patched, effect_prob, effect_ld: Per variant, one value per layer.
+        correct: Whether ``o`` is the given answer (``None``: no answer given).
+    """
+
+    clean: FactPrompt
+    corrupt: FactPrompt
+    target_id: int
+    foil_id: int
+    p_clean: float
+    p_corr: float
+    ld_clean: float
+    ld_corr: float
+    p_patched: dict[str, list[float]]
+    ld_patched: dict[str, list[float]]
+    effect_prob: dict[str, list[float]]
+    effect_ld: dict[str, list[float]]
+    correct: bool | None = None
+
+    def uses_layer(self, variant: str = USES_VARIANT) -> int:
+        """First layer with effect >= 0.5 (``block_out_last``: the layer of the largest effect)."""
+        eff = self.effect_ld[variant]
+        if variant == "block_out_last":
+            return max(range(len(eff)), key=eff.__getitem__)
+        return next((i for i, e in enumerate(eff) if e >= USES_THRESHOLD), len(eff) - 1)
+
+
+def swap_subject(
+    lm: LoadedModel, clean: FactPrompt, other: str, max_tokens: int | None = None
+) -> FactPrompt:
+    """Replace the clean prompt's subject by ``other``, checking the tokens line up.
+
+    Raises:
+        ValueError: The swapped prompt differs from the clean one outside the subject span, or
+            has another length (B3 needs aligned pairs).
+    """
+    cs = clean.text.find(clean.subject)
+    text = clean.text[:cs] + other + clean.text[cs + len(clean.subject) :]
+    corr = subject_tokens(lm, text, char_span=(cs, cs + len(other)), max_tokens=max_tokens)
+    a, b = clean.ids[0], corr.ids[0]
+    if a.shape != b.shape or (corr.start, corr.end) != (clean.start, clean.end):
+        raise ValueError(
+            f"{other!r} does not have as many tokens as {clean.subject!r} in this prompt."
+        )
+    outside = torch.ones_like(a, dtype=torch.bool)
+    outside[clean.start : clean.end] = False
+    if not torch.equal(a[outside], b[outside]):
+        raise ValueError(f"Swapping in {other!r} changes tokens outside the subject.")
+    return corr
+
+
+def _effect(patched: torch.Tensor, m_clean: float, m_corr: float) -> list[float]:
+    return ((patched - m_corr) / (m_clean - m_corr)).tolist()
+
+
+def patch_pair(
+    lm: LoadedModel,
+    prompt: str,
+    subject: str,
+    corrupt_subject: str,
+    answer: str | None = None,
+    variants: Sequence[str] = VARIANTS,
+    max_tokens: int | None = 64,
+    batch_rows: int = 128,
+    check: bool = True,
+) -> PatchResult:
+    """Patch every layer of each variant from the clean prompt into the swapped-subject prompt.
+
+    Args:
+        lm: Loaded model.
+        prompt: Clean fact prompt.
+        subject: Its subject.
+        corrupt_subject: A subject of the same relation with the same token length.
+        answer: Optional gold answer (sets ``correct``).
+        variants: Which of ``VARIANTS`` to run.
+        max_tokens: Longest prompt accepted.
+        batch_rows: Rows per forward pass.
+        check: Refuse pairs whose two runs give the same answer, or whose metric does not move
+            (``|LD_clean - LD_corr| < 1e-3``): the normalised effect is then undefined.
+
+    Returns:
+        The curves: ``2 + sum(layers per variant)`` rows, about ``3L + 4`` sequence forwards.
+
+    Raises:
+        ValueError: Bad subject, unaligned pair, or (with ``check``) a pair with nothing to restore.
+    """
+    clean = subject_tokens(lm, prompt, subject, max_tokens=max_tokens)
+    corr = swap_subject(lm, clean, corrupt_subject, max_tokens)
+    if check:  # two cheap passes first: is there anything to restore?
+        base = patched_logits(lm, clean.ids, corr.ids, [])
+        o = int(base[0].argmax())
+        if o == int(base[1].argmax()):
+            raise ValueError(
+                f"Both prompts make the model predict {lm.tokenizer.decode([o])!r}: swapping "
+                f"{subject!r} for {corrupt_subject!r} does not change the answer."
+            )
+    last, n_layers = clean.n_tokens - 1, lm.n_layers
+    plan = {v: variant_patches(v, n_layers, last, clean.end - 1) for v in variants}
+    patches = [p for v in variants for p in plan[v]]
+    logits = patched_logits(lm, clean.ids, corr.ids, patches, batch_rows)  # (2 + P, V)
+    o, o2 = int(logits[0].argmax()), int(logits[1].argmax())
+    if o == o2 and check:
+        raise ValueError(f"Both prompts make the model predict {lm.tokenizer.decode([o])!r}.")
+    if o == o2:  # unchecked: compare with the corrupted run's runner-up
+        o2 = int(logits[1].topk(2).indices[1])
+    probs = torch.softmax(logits, -1)[:, o]  # (2 + P,)
+    ld = logits[:, o] - logits[:, o2]  # (2 + P,)
+    ld_clean, ld_corr = float(ld[0]), float(ld[1])
+    if check and abs(ld_clean - ld_corr) < MIN_DENOMINATOR:
+        raise ValueError("The logit difference hardly differs between the runs (< 1e-3).")
+    res = PatchResult(
+        clean=clean,
+        corrupt=corr,
+        target_id=o,
+        foil_id=o2,
+        p_clean=float(probs[0]),
+        p_corr=float(probs[1]),
+        ld_clean=ld_clean,
+        ld_corr=ld_corr,
+        p_patched={},
+        ld_patched={},
+        effect_prob={},
+        effect_ld={},
+        correct=None if answer is None else answer_matches(lm, o, answer),
+    )
+    i = 2
+    for v in variants:
+        k = len(plan[v])
+        p_v, ld_v = probs[i : i + k], ld[i : i + k]
+        res.p_patched[v] = p_v.tolist()
+        res.ld_patched[v] = ld_v.tolist()
+        res.effect_ld[v] = _effect(ld_v, ld_clean, ld_corr)
+        denom = res.p_clean - res.p_corr
+        res.effect_prob[v] = (
+            _effect(p_v, res.p_clean, res.p_corr) if abs(denom) >= 1e-9 else [0.0] * k
+        )
+        i += k
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# Rows
+
+
+def result_records(r: PatchResult, n_layers: int, prompt_id: str) -> list[dict]:
+    """Per (variant, layer) effects and per-variant summary rows (names in the module docstring)."""
+    recs = []
+    for v in r.effect_ld:
+        kind = "block" if v == "block_out_last" else "resid"
+        for layer in range(len(r.effect_ld[v])):
+            depth = rel_depth(layer, kind, n_layers)
+            for metric, value, unit in (
+                (EFFECT_METRIC, r.effect_ld[v][layer], "fraction"),
+                ("effect_prob", r.effect_prob[v][layer], "fraction"),
+                ("p_patched", r.p_patched[v][layer], "prob"),
+                ("logit_diff_patched", r.ld_patched[v][layer], "logit"),
+            ):
+                recs.append(
+                    dict(
+                        prompt_id=prompt_id,
+                        variant=v,
+                        position=r.clean.end - 1 if v == "resid_subject_last" else -1,
+                        layer=layer,
+                        layer_kind=kind,
+                        n_layers=n_layers,
+                        rel_depth=depth,
+                        metric=metric,
+                        value=float(value),
+                        unit=unit,
+                    )
+                )
+        uses = r.uses_layer(v)
+        for metric, value, unit in (
+            (USES_METRIC, uses, "count"),
+            (USES_REL_METRIC, rel_depth(uses, kind, n_layers), "fraction"),
+            ("p_clean", r.p_clean, "prob"),
+            ("p_corr", r.p_corr, "prob"),
+            ("logit_diff_clean", r.ld_clean, "logit"),
+            ("logit_diff_corr", r.ld_corr, "logit"),
+        ):
+            recs.append(summary_record(prompt_id, n_layers, metric, value, unit, v))
+    return recs
+
+
+def swap_candidates(items: Sequence[Item], index: int, limit: int) -> list[str]:
+    """Subjects of other facts of the same relation, in dataset order starting after ``index``."""
+    _, subject, _, relation = fact_parts(items[index])
+    out: list[str] = []
+    n = len(items)
+    for k in range(1, n):
+        _, other, _, rel = fact_parts(items[(index + k) % n])
+        if rel == relation and other and other != subject and other not in out:
+            out.append(other)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def find_pair(
+    lm: LoadedModel, items: Sequence[Item], index: int, cfg: PatchingConfig
+) -> tuple[PatchResult | None, str]:
+    """Patch the fact at ``index`` against the first usable swap partner.
+
+    Returns:
+        ``(result, reason)``: the result, or ``None`` and why no pair was usable.
+    """
+    prompt, subject, answer, _ = fact_parts(items[index])
+    reason = "no other subject of the same relation"
+    for other in swap_candidates(items, index, cfg.candidates):
+        try:
+            res = patch_pair(
+                lm, prompt, subject, other, answer=answer,
+                max_tokens=cfg.max_tokens, batch_rows=cfg.batch_rows,
+            )
+        except ValueError as err:
+            reason = str(err)
+            continue
+        return res, ""
+    return None, reason
+
+
+def process(
+    lm: LoadedModel, items: list[Item], cfg: PatchingConfig, ctx: RunContext
+) -> dict[str, pd.DataFrame]:
+    """Precompute: the first ``max_facts`` correctly answered facts with an aligned partner.
+
+    Every fact seen gets ``answer_correct`` (and, when correct, ``pair_found``) rows.
+    """
+    from precompute.methods.attention_knockout import clean_prediction
+
+    recs, prompts, done = [], [], 0
+    n_layers = lm.n_layers
+    for index, item in enumerate(items):
+        if done >= cfg.max_facts:
+            break
+        if index % max(1, cfg.stride):
+            continue
+        pid = item.prompt_id
+        prompt, subject, answer, _ = fact_parts(item)
+        try:
+            fact = subject_tokens(lm, prompt, subject, max_tokens=cfg.max_tokens)
+        except ValueError:
+            recs.append(summary_record(pid, n_layers, "subject_found", 0, "fraction"))
+            continue
+        target, _ = clean_prediction(lm, fact)
+        correct = answer_matches(lm, target, answer)
+        recs.append(summary_record(pid, n_layers, "answer_correct", correct, "fraction"))
+        if not correct:
+            continue
+        res, _ = find_pair(lm, items, index, cfg)
+        recs.append(summary_record(pid, n_layers, "pair_found", res is not None, "fraction"))
+        if res is None:
+            continue
+        recs += result_records(res, n_layers, pid)
+        prompts.append(prompt_row(lm, ctx, pid, fact))
+        done += 1
+    out = {"metrics": ctx.metrics(recs)}
+    if prompts:
+        out["prompts"] = pd.DataFrame(prompts)
+    return out
+
+
+def run_one(lm: LoadedModel, prompt: str, cfg: PatchingConfig) -> pd.DataFrame:
+    """Patching curves for one prompt (``--set subject=... --set corrupt_subject=...``)."""
+    if not cfg.subject or not cfg.corrupt_subject:
+        raise ValueError(
+            "Name both subjects: --set subject='France' --set corrupt_subject='Italy'."
+        )
+    r = patch_pair(
+        lm, prompt, cfg.subject, cfg.corrupt_subject,
+        max_tokens=cfg.max_tokens, batch_rows=cfg.batch_rows,
+    )
+    ctx = RunContext(model=lm.name, method="activation_patching", dataset="live")
+    df = ctx.metrics(result_records(r, lm.n_layers, "live"))
+    df["answer"] = lm.tokenizer.decode([r.target_id])
+    df["corrupt_answer"] = lm.tokenizer.decode([r.foil_id])
+    return df
+
+
+def pair_summary(lm: LoadedModel, r: PatchResult) -> str:
+    """One line describing a pair, for logs and the app."""
+    return json.dumps(
+        {
+            "clean": r.clean.text,
+            "corrupt": r.corrupt.text,
+            "answer": lm.tokenizer.decode([r.target_id]),
+            "corrupt_answer": lm.tokenizer.decode([r.foil_id]),
+        }
+    )
+
+
+METHOD = Method(
+    name="activation_patching",
+    summary="Activation patching: clean states into a swapped-subject run; where it is used.",
+    config_cls=PatchingConfig,
+    dataset="facts",
+    process=process,
+    run_one=run_one,
+    chunk_size=None,  # swap partners come from the whole dataset
+)
