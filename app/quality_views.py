@@ -107,60 +107,85 @@ def probe_sizes(dataset: str) -> pd.DataFrame:
     return df.pivot(index="model", columns="metric", values="value").reset_index()
 
 
-def uses_curve(dataset: str | None = None) -> pd.DataFrame:
+#: From ``precompute.methods.activation_patching`` (USES_VARIANT, EFFECT_METRIC, USES_METRIC,
+#: USES_REL_METRIC), copied so the page does not import torch.
+USES_VARIANT = "resid_last"
+EFFECT_METRIC = "effect_logit_diff"
+USES_METRIC = "uses_layer"
+USES_REL_METRIC = "uses_rel_depth"
+
+
+def _patch_dataset(dataset: str, available: list[str]) -> str | None:
+    if dataset in available:
+        return dataset
+    return available[0] if available else None
+
+
+def uses_curve(dataset: str) -> pd.DataFrame:
     """Return the activation-patching "uses" curve (empty without patching results).
 
-    The effect of patching the clean ``h_i`` into the corrupted run at the last position (variant
-    ``resid_last``), normalised so 0 = corrupted and 1 = clean (METHODS.md B3).
+    The normalised logit-difference effect of patching the clean ``h_i`` into the corrupted run at
+    the last position (variant ``resid_last``): 0 = corrupted, 1 = clean (METHODS.md B3). Taken
+    from the same facts as the probes when the patching ran on them, else from its own facts.
     """
     if not data.models_for(PATCH_METHOD):
         return pd.DataFrame()
     df = data.query(
-        """SELECT model, dataset, variant, metric, layer, n_layers, rel_depth, mean, ci_lo, ci_hi,
-                  n, grp
-           FROM metrics_agg WHERE method = ? AND metric = 'effect' AND variant LIKE '%resid_last%'
-           ORDER BY model, layer""",
-        [PATCH_METHOD],
+        """SELECT model, dataset, layer, n_layers, rel_depth, mean, ci_lo, ci_hi, n
+           FROM metrics_agg WHERE method = ? AND metric = ? AND variant = ?
+           AND layer_kind = 'resid' ORDER BY model, layer""",
+        [PATCH_METHOD, EFFECT_METRIC, USES_VARIANT],
     )
-    if dataset is not None and dataset in set(df["dataset"]):
-        df = df[df["dataset"] == dataset]
-    if df.empty:
-        return df
-    # One curve per model: prefer the logit-difference metric when several groups exist.
-    grps = sorted(df["grp"].unique(), key=lambda g: ("logit" not in g, g))
-    return df[df["grp"] == grps[0]].copy()
+    ds = _patch_dataset(dataset, sorted(df["dataset"].unique()))
+    return df[df["dataset"] == ds].copy()
 
 
-def knows_uses_gap(dataset: str, threshold: float = 0.5) -> pd.DataFrame:
+def uses_summary(dataset: str) -> pd.DataFrame:
+    """Per model: mean over facts of the uses state and its relative depth (``resid_last``)."""
+    if not data.models_for(PATCH_METHOD):
+        return pd.DataFrame(columns=["model", "dataset", "metric", "mean", "n"])
+    df = data.query(
+        """SELECT model, dataset, metric, mean, n FROM metrics_agg
+           WHERE method = ? AND variant = ? AND metric IN (?, ?)""",
+        [PATCH_METHOD, USES_VARIANT, USES_METRIC, USES_REL_METRIC],
+    )
+    ds = _patch_dataset(dataset, sorted(df["dataset"].unique()))
+    return df[df["dataset"] == ds]
+
+
+def knows_uses_gap(dataset: str) -> pd.DataFrame:
     """Per model: the "knows" state (probes) and the "uses" state (patching), and their gap.
 
     ``knows`` = first state with mean probe accuracy >= 0.9 x max (METHODS.md B3 step 7, the
-    ``knows_layer`` rows). ``uses`` = first state whose mean ``resid_last`` patching effect is >=
-    ``threshold`` (B3 step 6). ``gap_layers = uses - knows``; ``gap_rel`` in relative depth.
+    ``knows_layer`` rows). ``uses`` = mean over facts of the first state whose ``resid_last``
+    patching effect is >= 0.5 (B3 step 6, computed by ``activation_patching``).
+    ``gap = uses - knows`` in layers and in relative depth.
     """
     knows = data.query(
         """SELECT model, layer AS knows_layer, rel_depth AS knows_rel, n_layers FROM metrics_agg
            WHERE method = ? AND dataset = ? AND metric = 'knows_layer'""",
         [PROBE_METHOD, dataset],
     )
-    uses = uses_curve(dataset)
     if knows.empty:
         return knows
+    uses = uses_summary(dataset)
     rows = []
     for r in knows.itertuples():
-        u = uses[(uses["model"] == r.model) & (uses["mean"] >= threshold)] if len(uses) else uses
-        uses_layer = int(u["layer"].min()) if len(u) else None
-        uses_rel = float(u.loc[u["layer"].idxmin(), "rel_depth"]) if len(u) else None
+        u = uses[uses["model"] == r.model].set_index("metric")
+        has = USES_METRIC in u.index and USES_REL_METRIC in u.index
+        uses_layer = float(u.loc[USES_METRIC, "mean"]) if has else None
+        uses_rel = float(u.loc[USES_REL_METRIC, "mean"]) if has else None
         rows.append(
             {
                 "model": r.model,
                 "layers (L)": int(r.n_layers),
                 "knows: state": int(r.knows_layer),
                 "knows: rel. depth": round(float(r.knows_rel), 3),
-                "uses: state": uses_layer,
-                "uses: rel. depth": None if uses_rel is None else round(uses_rel, 3),
-                "gap (layers)": None if uses_layer is None else uses_layer - int(r.knows_layer),
-                "gap (rel. depth)": None if uses_rel is None else round(uses_rel - r.knows_rel, 3),
+                "uses: state (mean over facts)": None if not has else round(uses_layer, 2),
+                "uses: rel. depth": None if not has else round(uses_rel, 3),
+                "facts patched": None if not has else int(u.loc[USES_METRIC, "n"]),
+                "gap (layers)": None if not has else round(uses_layer - r.knows_layer, 2),
+                "gap (rel. depth)": None if not has else round(uses_rel - r.knows_rel, 3),
             }
         )
     return pd.DataFrame(rows)

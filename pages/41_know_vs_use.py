@@ -58,9 +58,10 @@ def gap_table(dataset: str) -> None:
     st.dataframe(gap, hide_index=True, width="stretch")
     st.caption(
         "Knows = first state whose probe accuracy is at least 90 % of the best state's. Uses = "
-        "first state where patching the clean last-token state restores at least half of the "
-        "clean-minus-corrupted difference (METHODS.md B3, our protocol: seed 000 gives none). "
-        "Empty cells: no patching results for that model."
+        "per fact, the first state where patching the clean last-token state restores at least "
+        "half of the clean-minus-corrupted logit difference, averaged over facts (METHODS.md "
+        "B3, our protocol: seed 000 gives none). Empty cells: no patching results for that "
+        "model. Positive gap = the answer is decodable before it is used."
     )
 
 

@@ -156,3 +156,26 @@ def test_process_rejects_a_single_prompt():
     lm = load_model("tiny-gpt2")
     with pytest.raises(ValueError, match="at least 2 prompts"):
         process(lm, [Item("a", "one prompt")], QualityConfig(), RunContext("m", "q", "d"))
+
+
+def test_batched_token_metrics_equal_the_scalar_functions():
+    from precompute.methods.representation_quality import (
+        curvature_batch,
+        entropy_batch,
+        gram_eigs_batch,
+        preprocess_batch,
+    )
+
+    rng = np.random.default_rng(9)
+    z = rng.normal(size=(4, 7, 12))
+    z[2] = 1.5  # a constant state: flagged, never NaN
+    zp, ok = preprocess_batch(z)
+    assert ok.tolist() == [True, True, False, True]
+    h = entropy_batch(gram_eigs_batch(zp[ok]), 1.0)
+    h2 = entropy_batch(gram_eigs_batch(zp[ok]), 2.0)
+    c = curvature_batch(z[ok])
+    for k, s in enumerate(np.flatnonzero(ok)):
+        assert h[k] == pytest.approx(normalised_entropy(z[s])[0], abs=1e-10)
+        renyi2 = entropy_from_eigs(gram_eigs(preprocess(z[s])), 2.0)
+        assert h2[k] == pytest.approx(renyi2, abs=1e-10)
+        assert c[k] == pytest.approx(curvature(z[s]), abs=1e-10)

@@ -45,7 +45,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -358,23 +357,62 @@ class TokenStats:
         }
 
     def __call__(self, j: int, states: torch.Tensor, ids: torch.Tensor) -> None:
-        """Reduce one prompt's states ``(S, T, D)``."""
-        z_all = states.double().cpu().numpy()
+        """Reduce one prompt's states ``(S, T, D)``, every state at once."""
+        z = states.double().cpu().numpy()  # (S, T, D)
         if self.cfg.skip_first:
-            z_all = z_all[:, 1:]
-        for i, z in enumerate(z_all):  # (T, D)
-            try:
-                zp = preprocess(z)
-            except DegenerateError:
-                continue
-            self.pooled[i, j] = zp.mean(0)
-            if not self.token_metrics:
-                continue
-            raw = entropy_from_eigs(gram_eigs(zp), self.cfg.alpha)
-            self.records["prompt_entropy|raw"][(i, j)] = raw
-            self.records["prompt_entropy|maxEntropy"][(i, j)] = raw / np.log(min(zp.shape))
-            with contextlib.suppress(DegenerateError):
-                self.records["curvature_rad"][(i, j)] = curvature(z)
+            z = z[:, 1:]
+        if z.shape[1] < 2:
+            return
+        zp, ok = preprocess_batch(z)  # (S, T, D), (S,)
+        self.pooled[ok, j] = zp[ok].mean(1)
+        if not self.token_metrics or not ok.any():
+            return
+        raw = entropy_batch(gram_eigs_batch(zp[ok]), self.cfg.alpha)  # (S_ok,)
+        norm = raw / np.log(min(zp.shape[1:]))
+        curv = curvature_batch(z[ok]) if z.shape[1] >= 3 else np.full(int(ok.sum()), np.nan)
+        for i, h, hn, c in zip(np.flatnonzero(ok), raw, norm, curv):
+            self.records["prompt_entropy|raw"][(int(i), j)] = float(h)
+            self.records["prompt_entropy|maxEntropy"][(int(i), j)] = float(hn)
+            if np.isfinite(c):
+                self.records["curvature_rad"][(int(i), j)] = float(c)
+
+
+def preprocess_batch(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`preprocess` of a stack ``(S, T, D)``; ``ok[s]`` is False for degenerate states."""
+    zc = z - z.mean(1, keepdims=True)
+    norms = np.linalg.norm(zc, axis=2, keepdims=True)  # (S, T, 1)
+    scale = np.maximum(np.abs(z).max((1, 2)), 1e-300)[:, None, None]  # (S, 1, 1)
+    bad = norms <= ZERO_RTOL * scale * np.sqrt(z.shape[2])
+    ok = ~bad.any((1, 2))
+    return zc / np.where(bad, 1.0, norms), ok
+
+
+def gram_eigs_batch(z: np.ndarray) -> np.ndarray:
+    """:func:`gram_eigs` of a stack ``(S, T, D)`` -> ``(S, min(T, D))``."""
+    k = z @ z.transpose(0, 2, 1) if z.shape[1] <= z.shape[2] else z.transpose(0, 2, 1) @ z
+    return np.linalg.eigvalsh(k)
+
+
+def entropy_batch(eigs: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """:func:`entropy_from_eigs` of each row of ``(S, K)`` spectra (each must have a positive)."""
+    top = eigs.max(1, keepdims=True)
+    e = np.where(eigs > top * EIG_RTOL, eigs, 0.0)
+    p = e / e.sum(1, keepdims=True)
+    if abs(alpha - 1.0) < 1e-12:
+        logp = np.log(np.where(p > 0, p, 1.0))
+        return -(p * logp).sum(1)
+    return np.log((np.where(p > 0, p, 0.0) ** alpha).sum(1)) / (1.0 - alpha)
+
+
+def curvature_batch(z: np.ndarray) -> np.ndarray:
+    """:func:`curvature` of a stack ``(S, T, D)`` -> ``(S,)`` (NaN where undefined)."""
+    v = np.diff(z, axis=1)  # (S, T-1, D)
+    n = np.linalg.norm(v, axis=2)  # (S, T-1)
+    valid = (n[:, :-1] > 0) & (n[:, 1:] > 0)
+    cos = (v[:, :-1] * v[:, 1:]).sum(2) / np.where(valid, n[:, :-1] * n[:, 1:], 1.0)
+    ang = np.where(valid, np.arccos(np.clip(cos, -1.0, 1.0)), 0.0)
+    cnt = valid.sum(1)
+    return np.where(cnt > 0, ang.sum(1) / np.maximum(cnt, 1), np.nan)
 
 
 def token_records(stats: TokenStats, items: list[Item], n_layers: int) -> list[dict]:
