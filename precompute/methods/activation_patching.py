@@ -53,6 +53,8 @@ from precompute.methods import BaseConfig, Item, Method, RunContext, rel_depth
 from precompute.methods.attention_knockout import (
     FactPrompt,
     answer_matches,
+    clean_prediction,
+    fact_check_row,
     fact_parts,
     prompt_row,
     subject_tokens,
@@ -448,9 +450,7 @@ def process(
 
     Every fact seen gets ``answer_correct`` (and, when correct, ``pair_found``) rows.
     """
-    from precompute.methods.attention_knockout import clean_prediction
-
-    recs, prompts, done = [], [], 0
+    recs, prompts, checks, done = [], [], [], 0
     n_layers = lm.n_layers
     for index, item in enumerate(items):
         if done >= cfg.max_facts:
@@ -464,8 +464,9 @@ def process(
         except ValueError:
             recs.append(summary_record(pid, n_layers, "subject_found", 0, "fraction"))
             continue
-        target, _ = clean_prediction(lm, fact)
+        target, p_target = clean_prediction(lm, fact)
         correct = answer_matches(lm, target, answer)
+        checks.append(fact_check_row(lm, ctx, item, fact, target, p_target))
         recs.append(summary_record(pid, n_layers, "answer_correct", correct, "fraction"))
         if not correct:
             continue
@@ -479,6 +480,8 @@ def process(
     out = {"metrics": ctx.metrics(recs)}
     if prompts:
         out["prompts"] = pd.DataFrame(prompts)
+    if checks:
+        out["fact_checks"] = pd.DataFrame(checks)
     return out
 
 

@@ -65,7 +65,7 @@ class KnockoutConfig(BaseConfig):
     ``chunk_elems`` bounds the logits held at once (ours; Gemma's vocabulary is 262k).
     ``stride`` = 1: knock out every ``stride``-th fact only (ours: a small CPU run still spans
     every relation of the fact file, which is ordered by relation).
-    ``subject`` is used by ``run-one`` only (``--set subject=...``).
+    ``subject`` is used by ``run-one`` only (or mark it in brackets in the prompt).
     """
 
     window: int = 9
@@ -158,10 +158,17 @@ def subject_tokens(
         raise ValueError(
             f"The prompt has {n} tokens; the limit is {max_tokens}. Use a shorter fact prompt."
         )
-    inside = [i for i, (s, e) in enumerate(enc.offset_mapping) if e > s and s < ce and e > cs]
+    spans = enc.offset_mapping
+    inside = [i for i, (s, e) in enumerate(spans) if e > s and s < ce and e > cs]
     if not inside:
         raise ValueError(f"No token of the prompt covers the subject {prompt[cs:ce]!r}.")
     start, end = inside[0], inside[-1] + 1
+    content = [i for i, (s, e) in enumerate(spans) if e > s]
+    if start <= content[0] and end > content[-1]:
+        raise ValueError(
+            "The subject covers the whole prompt: write a prompt that continues after the subject "
+            "(e.g. 'The Eiffel Tower is located in the city of')."
+        )
     if end >= n:
         raise ValueError(
             f"The subject {prompt[cs:ce]!r} reaches the last token: a fact prompt must continue "
@@ -173,14 +180,15 @@ def subject_tokens(
 def answer_matches(lm: LoadedModel, token_id: int, answer: str) -> bool:
     """Whether the model's top token is the answer: the first token of ``" " + answer``.
 
-    Also accepted: the decoded token equals the answer after stripping spaces (ROME's test), for
-    tokenizers that do not merge the leading space.
+    Also accepted: the decoded token equals the answer after stripping spaces, ignoring case
+    (ROME's test; the same rule as ``causal_tracing``).
     """
     answer = answer.strip()
     if not answer:
         return False
     first = lm.tokenizer(" " + answer, add_special_tokens=False).input_ids[:1]
-    return first == [token_id] or lm.tokenizer.decode([token_id]).strip() == answer
+    decoded = lm.tokenizer.decode([token_id]).strip()
+    return first == [token_id] or decoded.lower() == answer.lower()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -496,6 +504,28 @@ def prompt_row(lm: LoadedModel, ctx: RunContext, prompt_id: str, fact: FactPromp
     )
 
 
+def fact_check_row(
+    lm: LoadedModel, ctx: RunContext, item: Item, fact: FactPrompt, target: int, p: float
+) -> dict:
+    """Build a ``fact_checks`` row: the clean prediction and whether it is the fact's answer."""
+    _, subject, answer, _ = fact_parts(item)
+    return dict(
+        model=ctx.model,
+        method=ctx.method,
+        dataset=ctx.dataset,
+        prompt_id=item.prompt_id,
+        subject=subject,
+        gold=answer,
+        prediction=lm.tokenizer.decode([target]),
+        prediction_id=target,
+        p_prediction=p,
+        correct=answer_matches(lm, target, answer),
+        subject_start=fact.start,
+        subject_end=fact.end,
+        run_id=ctx.run_id,
+    )
+
+
 def process(
     lm: LoadedModel, items: list[Item], cfg: KnockoutConfig, ctx: RunContext
 ) -> dict[str, pd.DataFrame]:
@@ -505,7 +535,7 @@ def process(
     ``subject_found = 0``; facts the model gets wrong get ``answer_correct = 0``: both are counted,
     never silently lost.
     """
-    recs, prompts = [], []
+    recs, prompts, checks = [], [], []
     variant = f"W{cfg.window}"
     n_layers = lm.n_layers
     for item in items[:: max(1, cfg.stride)]:
@@ -516,8 +546,9 @@ def process(
         except ValueError:
             recs.append(summary_record(pid, n_layers, "subject_found", 0, "fraction", variant))
             continue
-        target, _ = clean_prediction(lm, fact, cfg.impl)
+        target, p_target = clean_prediction(lm, fact, cfg.impl)
         correct = answer_matches(lm, target, answer)
+        checks.append(fact_check_row(lm, ctx, item, fact, target, p_target))
         recs.append(summary_record(pid, n_layers, "answer_correct", correct, "fraction", variant))
         if not correct:
             continue
@@ -530,7 +561,20 @@ def process(
     out = {"metrics": ctx.metrics(recs)}
     if prompts:
         out["prompts"] = pd.DataFrame(prompts)
+    if checks:
+        out["fact_checks"] = pd.DataFrame(checks)
     return out
+
+
+def split_marked(prompt: str) -> tuple[str, str]:
+    """Split a ``run-one`` prompt whose subject is in brackets: ``"[Eiffel Tower] is in"``.
+
+    The same convention as ``causal_tracing``'s ``run-one``.
+    """
+    if "[" not in prompt or "]" not in prompt or prompt.index("]") < prompt.index("["):
+        raise ValueError("Mark the subject in brackets, e.g. '[The Eiffel Tower] is located in'.")
+    i, j = prompt.index("["), prompt.index("]")
+    return prompt[:i] + prompt[i + 1 : j] + prompt[j + 1 :], prompt[i + 1 : j]
 
 
 def result_frame(r: KnockoutResult, n_layers: int, model: str) -> pd.DataFrame:
@@ -540,11 +584,12 @@ def result_frame(r: KnockoutResult, n_layers: int, model: str) -> pd.DataFrame:
 
 
 def run_one(lm: LoadedModel, prompt: str, cfg: KnockoutConfig) -> pd.DataFrame:
-    """Knockout curves for one prompt; the subject comes from ``cfg.subject``."""
-    if not cfg.subject:
-        raise ValueError("Name the subject of the fact: --set subject='Eiffel Tower'.")
+    """Knockout curves for one prompt: subject in brackets, or named with ``--set subject=``."""
+    subject = cfg.subject
+    if not subject:
+        prompt, subject = split_marked(prompt)
     r = knockout_fact(
-        lm, prompt, cfg.subject, window=cfg.window, impl=cfg.impl,
+        lm, prompt, subject, window=cfg.window, impl=cfg.impl,
         max_tokens=cfg.max_tokens, chunk_elems=cfg.chunk_elems,
     )
     return result_frame(r, lm.n_layers, lm.name)
