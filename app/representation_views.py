@@ -179,6 +179,23 @@ def matched_depth(cross: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 MIN_LIVE_SENTENCES = 6
+LIVE_NORMS = {
+    "none": "none",
+    "center": "centre features across sentences",
+    "zscore": "z-score features across sentences",
+}
+DEFAULT_SENTENCES = "\n".join(
+    [
+        "The cat sat on the mat.",
+        "A dog slept on the rug.",
+        "Paris is the capital of France.",
+        "Rome is the capital of Italy.",
+        "Water boils at one hundred degrees.",
+        "Ice melts when it gets warm.",
+        "She plays the violin every night.",
+    ]
+)
+
 
 
 def parse_sentences(text: str) -> list[str]:
@@ -199,7 +216,7 @@ def parse_sentences(text: str) -> list[str]:
     return sents
 
 
-def live_rsa_frames(model_name: str, text: str, max_tokens: int) -> dict:
+def live_rsa_frames(model_name: str, text: str, max_tokens: int, norm: str = "none") -> dict:
     """RSA of the student's sentences on the live model, with the precompute functions.
 
     Returns:
@@ -210,7 +227,7 @@ def live_rsa_frames(model_name: str, text: str, max_tokens: int) -> dict:
     sents = parse_sentences(text)
     lm = live.get_model(model_name)
     try:
-        res = live_rsa(lm, sents, RSAConfig(max_tokens=max_tokens))
+        res = live_rsa(lm, sents, RSAConfig(max_tokens=max_tokens, normalise=norm))
     except ValueError as err:  # e.g. a one-token line, or two lines with equal vectors
         raise live.PromptError(str(err)) from err
     n_states, n = res.rdms.shape[:2]
@@ -244,4 +261,5 @@ def live_rsa_frames(model_name: str, text: str, max_tokens: int) -> dict:
         "similarity": _depth_labels(sim),
         "n_layers": n_states - 1,
         "model": model_name,
+        "norm": norm,
     }

@@ -8,6 +8,8 @@ import streamlit as st
 
 from app import charts, live, ui
 from app.representation_views import (
+    DEFAULT_SENTENCES,
+    LIVE_NORMS,
     MIN_LIVE_SENTENCES,
     RSA_METHOD,
     cross_similarity,
@@ -21,19 +23,6 @@ from app.representation_views import (
 
 SIM_TITLE = "Spearman ρ of RDMs"
 DEPTH_A = "relative depth, model A (0 = embeddings, 1 = last)"
-DEFAULT_SENTENCES = "\n".join(
-    [
-        "The cat sat on the mat.",
-        "A dog slept on the rug.",
-        "Paris is the capital of France.",
-        "Rome is the capital of Italy.",
-        "Water boils at one hundred degrees.",
-        "Ice melts when it gets warm.",
-        "She plays the violin every night.",
-    ]
-)
-
-
 def heatmap(df, x: str, y: str, x_title: str, y_title: str):
     """Draw a layer x layer heatmap on a fixed 0-1 colour scale (so models compare)."""
     return charts.matrix_heatmap(df, x, y, "value", SIM_TITLE, (0.0, 1.0), x_title, y_title)
@@ -114,16 +103,24 @@ def live_panel() -> None:
         f"At least {MIN_LIVE_SENTENCES} sentences, one per line", value=DEFAULT_SENTENCES,
         key="rsa_live_text", height=190, max_chars=cfg.max_prompt_chars, bind="query-params",
     )
+    norm = st.selectbox(
+        "Normalisation", list(LIVE_NORMS), format_func=LIVE_NORMS.get, key="rsa_live_norm",
+        bind="query-params",
+    )
     if st.button("Compare the layers", type="primary", key="rsa_live_run"):
         try:
             with st.spinner("Running the model on each sentence ..."):
-                st.session_state["rsa_live"] = live_rsa_frames(model, text, cfg.max_live_tokens)
+                st.session_state["rsa_live"] = live_rsa_frames(
+                    model, text, cfg.max_live_tokens, norm
+                )
         except live.PromptError as err:
             st.warning(str(err))
     res = st.session_state.get("rsa_live")
     if res is None:
         return
-    st.caption(f"Model: {res['model']}; {len(res['sentences'])} sentences.")
+    st.caption(
+        f"Model: {res['model']}; {len(res['sentences'])} sentences; normalisation: {res['norm']}."
+    )
     st.altair_chart(
         heatmap(res["similarity"], "depth_a", "depth_b", "relative depth (0 = embeddings)",
                 "relative depth"),
@@ -134,9 +131,11 @@ def live_panel() -> None:
     rdm = res["rdm"][res["rdm"]["layer"] == layer]
     st.altair_chart(
         charts.matrix_heatmap(rdm, "sentence_a", "sentence_b", "dissimilarity",
-                              "1 − cosine", (0.0, 1.0), "sentence", "sentence"),
+                              "1 − cosine", None, "sentence", "sentence"),
         width="stretch",
     )
+    st.caption("The RDM's colour scale is fitted to this layer: mean-pooled states are often "
+               "all alike (small distances); *centre features* removes that common direction.")
     st.markdown(
         f"**What to notice.** State {layer} of {res['n_layers']} (relative depth "
         f"{layer / res['n_layers']:.2f}). Dark cells are sentence pairs this layer represents "
