@@ -1,0 +1,86 @@
+"""Stage map.
+
+Every stage signature normalised and overlaid on relative depth; boundaries estimated from data.
+"""
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, ui
+from app.stages_views import BY_KEY, STAGE_KEYS, stage_chart, stage_map
+
+METHOD_NOTE = (
+    "**How the boundaries are estimated.** (1) Each signature is min-max normalised to [0, 1] "
+    "within a model (a constant curve is dropped). (2) Curves are interpolated onto the model's "
+    "block grid, relative depth l / (L-1). (3) The layers are split into K contiguous segments "
+    "that minimise the total squared deviation of every curve from its segment's mean "
+    "(least-squares piecewise-constant segmentation, solved exactly by dynamic programming). "
+    "(4) A boundary sits halfway between the last layer of one segment and the first of the next. "
+    "Nothing in the estimator knows the paper's four stages: if its boundaries land at similar "
+    "relative depths in every model, the stages are a shared property of the models; if they "
+    "don't, the hypothesis is in doubt for these models. The estimator is tested on synthetic "
+    "step signals (exact recovery, with and without noise). Caveats: few layers (18 and 30) "
+    "and few documents; normalisation gives every signature equal weight; the segmentation "
+    "always returns K segments, even where the data has no clear steps."
+)
+
+
+def main() -> None:
+    """Render the page."""
+    ui.page_header(
+        "Stage map",
+        "Do the four stages of inference -- detokenization, feature engineering, prediction "
+        "ensembling, residual sharpening -- show up at the same relative depth in every model?",
+        [("Lad, Gurnee & Tegmark 2024", "https://arxiv.org/abs/2406.19384")],
+    )
+    st.markdown(
+        "**Method.** Every per-layer signature from the other pages (attention locality, "
+        "attention/MLP ratio, MLP norm, input repetition, lens KL and entropy, prediction and "
+        "suppression neurons, deletion KL) is rescaled to [0, 1] within each model and drawn on "
+        "one axis. Stage boundaries (dashed black) are then estimated from the stacked curves by "
+        "change-point segmentation -- not taken from the paper."
+    )
+    ui.badge("precomputed")
+    avail = st.multiselect(
+        "Signatures", STAGE_KEYS, default=STAGE_KEYS, key="sigs", bind="query-params",
+        format_func=lambda k: BY_KEY[k].label,
+    )
+    k = st.slider("Number of stages K", 2, 6, 4, key="k_stages", bind="query-params")
+    if not avail:
+        st.info("Pick at least one signature.")
+        return
+    mat, bounds = stage_map(list(avail), int(k))
+    if mat.empty:
+        ui.no_results("attention_locality")
+        return
+    models = sorted(mat["model"].unique())
+    cols = st.columns(min(len(models), 3))
+    for i, model in enumerate(models):
+        with cols[i % len(cols)]:
+            st.altair_chart(stage_chart(mat, bounds, model), width="stretch")
+    if not bounds.empty:
+        st.markdown("**Estimated boundaries (relative depth) against the paper's bands**")
+        table = bounds.pivot_table(index="model", columns="boundary", values="rel_depth")
+        table.columns = [f"boundary {c}" for c in table.columns]
+        paper = pd.DataFrame([charts.STAGES["start"].tolist()[1:]],
+                             index=["Lad et al. (hypothesis)"],
+                             columns=[f"boundary {c}" for c in range(1, 4)])
+        st.dataframe(pd.concat([table, paper]) if k == 4 else table, width="stretch")
+    st.markdown(
+        "**What to notice.** Look for the boundaries that every model shares. The first one is "
+        "usually early and sharp (locality, input repetition and the attention/MLP ratio all drop "
+        "together: the end of detokenization); the last one is usually close to the end, where "
+        "the MLP norm, suppression neurons and entropy change (sharpening). The middle boundary "
+        "is the least certain -- compare it with the paper's 0.5."
+    )
+    st.markdown(METHOD_NOTE)
+    ui.download(mat, "stage_map_signatures")
+    if not bounds.empty:
+        ui.download(bounds, "stage_map_boundaries", key="dl-bounds")
+    ui.provenance("attention_locality", models,
+                  "The signatures come from the methods attention_locality, component_norms, "
+                  "logit_lens, lens_entropy, neurons and layer_ablation; their runs are listed on "
+                  "their pages. Runs of attention_locality:")
+
+
+main()
