@@ -4,7 +4,6 @@ Linear probes on each layer's last-token state, beside the activation-patching "
 the gap between knowing and using per model.
 """  # noqa: D400 -- the page title is a question
 
-import altair as alt
 import streamlit as st
 
 from app import charts, ui
@@ -121,7 +120,6 @@ def main() -> None:
         "The minimum examples per answer is in each run's config (lowered for the small "
         "offline fact sets).",
     )
-    alt.data_transformers.disable_max_rows()
 
 
 main()

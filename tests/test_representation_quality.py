@@ -179,3 +179,21 @@ def test_batched_token_metrics_equal_the_scalar_functions():
         renyi2 = entropy_from_eigs(gram_eigs(preprocess(z[s])), 2.0)
         assert h2[k] == pytest.approx(renyi2, abs=1e-10)
         assert c[k] == pytest.approx(curvature(z[s]), abs=1e-10)
+
+
+@pytest.mark.slow
+def test_smollm_quality_metrics_are_finite_and_in_range():
+    lm = load_model("smollm2-135m")
+    texts = [
+        "The Eiffel Tower is located in the city of Paris, in France.",
+        "Water boils at one hundred degrees Celsius at sea level.",
+        "The cat sat on the mat while the dog slept by the door.",
+        "Mount Everest is the highest mountain above sea level.",
+    ]
+    items = [Item(f"p{i}", t) for i, t in enumerate(texts)]
+    cfg = QualityConfig(lidar_views=2, max_tokens=24, dime_permutations=3)
+    df = process(lm, items, cfg, RunContext(lm.name, "representation_quality", "t"))["metrics"]
+    assert np.isfinite(df["value"]).all()
+    curv = df[df.metric == "curvature_rad"]["value"]
+    assert curv.between(0, np.pi).all()
+    assert df[df.variant == "maxEntropy"]["value"].between(0, 1 + 1e-9).all()
