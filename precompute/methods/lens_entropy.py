@@ -37,15 +37,16 @@ from precompute.models import LoadedModel
 
 @dataclass(frozen=True)
 class LensEntropyConfig(BaseConfig):
-    """Defaults: first 500 characters, positions [1:-1], bits, clamp 1e-9 [LAD].
+    """Defaults: first 500 characters, positions [1:-1], bits, clamp 1e-9, 10 documents [LAD].
 
-    ``n_docs`` = 16 WikiText-2 paragraphs (ours; LAD takes the first 10 Pile documents);
-    ``max_tokens`` = 256 only guards against odd tokenisations (500 characters are ~120 tokens).
+    LAD takes the first 10 Pile documents; we take the first 10 WikiText-2 paragraphs.
+    ``max_tokens`` = 256 (ours) only guards against odd tokenisations (500 characters are ~120
+    tokens).
     """
 
     max_chars: int = 500
     clamp: float = 1e-9
-    n_docs: int = 16
+    n_docs: int = 10
     max_tokens: int = 256
     variant: str = "both"
     chunk_elems: int = 2**25
