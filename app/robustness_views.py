@@ -1,0 +1,167 @@
+"""Data shaping for "Delete or swap a layer" (no charts here): queries and the live intervention."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from app import data, live
+
+METHODS = ("layer_ablation", "layer_swap")
+
+#: metric: (label, unit, what to notice)
+METRICS = {
+    "kl": (
+        "KL(normal ‖ intervened)",
+        "nats",
+        "Deleting the first block is catastrophic (the model loses its token embedding processing) "
+        "and the last block hurts too; most middle blocks can be deleted or swapped at a small "
+        "cost. A swap is gentler than a deletion in the middle: neighbouring layers partly "
+        "commute.",
+    ),
+    "top1_same": (
+        "top-1 agreement with the normal model",
+        "fraction",
+        "The share of positions where the intervened model still picks the same next token. It "
+        "dips at the first layer (and at the last) and stays high through the middle.",
+    ),
+    "delta_entropy": (
+        "entropy change (intervened − normal)",
+        "bits",
+        "Above 0: the intervened model is less sure. Removing a late block tends to raise the "
+        "entropy (the sharpening stage is gone); compare where each model's curve rises.",
+    ),
+    "delta_loss": (
+        "next-token loss change (intervened − normal)",
+        "nats",
+        "How much worse the model predicts the actual next word (positive = worse). It follows "
+        "KL closely: the edges stand out, the middle barely moves.",
+    ),
+}
+
+#: (method, variant) -> label on the page
+INTERVENTIONS = {
+    ("layer_ablation", "block"): "delete block",
+    ("layer_ablation", "attn"): "delete attention only",
+    ("layer_ablation", "mlp"): "delete MLP only",
+    ("layer_swap", "adjacent"): "swap with next block",
+}
+
+#: live action -> (kind, component)
+ACTIONS = {
+    "delete block": ("delete", "block"),
+    "delete attention only": ("delete", "attn"),
+    "delete MLP only": ("delete", "mlp"),
+    "swap with next block": ("swap", "block"),
+}
+
+
+def models() -> list[str]:
+    """Models with deletion or swap results."""
+    return sorted(set(data.models_for(METHODS[0])) | set(data.models_for(METHODS[1])))
+
+
+def depth_frame(metric: str) -> pd.DataFrame:
+    """Return the curves of one metric for every model and intervention (``intervention`` label)."""
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; use one of {sorted(METRICS)}.")
+    df = data.query(
+        """SELECT model, method, variant, layer, layer_kind, n_layers, rel_depth, metric, unit,
+                  n, mean, ci_lo, ci_hi
+           FROM metrics_agg WHERE method IN (?, ?) AND dataset = 'wikitext' AND metric = ?
+           ORDER BY model, method, variant, layer""",
+        [*METHODS, metric],
+    )
+    labels = [INTERVENTIONS.get((m, v), f"{m} {v}") for m, v in zip(df["method"], df["variant"])]
+    return df.assign(intervention=labels)
+
+
+def edge_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """First block, median of the middle blocks, and last block/pair, per model and intervention."""
+    rows = []
+    for (model, label), g in df.groupby(["model", "intervention"], sort=True):
+        g = g.sort_values("layer")
+        rows.append(
+            {
+                "model": model,
+                "intervention": label,
+                "first": g["mean"].iloc[0],
+                "middle (median)": g["mean"].iloc[1:-1].median() if len(g) > 2 else float("nan"),
+                "last": g["mean"].iloc[-1],
+                "documents": int(g["n"].max()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def n_blocks(model_name: str) -> int:
+    """Return the number of blocks of a live model, from the catalog (no model load)."""
+    from precompute.catalog import CATALOG
+
+    spec = CATALOG.get(model_name)
+    if spec is not None and spec.n_layers > 0:
+        return int(spec.n_layers)
+    return live.get_model(model_name).n_layers  # tiny or Hub models: ask the model itself
+
+
+def _topk(lm, logp, k: int) -> pd.DataFrame:
+    top = logp.exp().topk(k)
+    ids = top.indices.tolist()
+    return pd.DataFrame(
+        {
+            "rank": range(1, len(ids) + 1),
+            "token": [repr(lm.tokenizer.decode([i])) for i in ids],
+            "prob": top.values.tolist(),
+        }
+    )
+
+
+def live_table(res: dict) -> pd.DataFrame:
+    """Join the live top-k tables, before and after, into one long frame (CSV download)."""
+    extra = {k: res[k] for k in ("model", "action", "layer", "kl_last", "kl_mean")}
+    return pd.concat(
+        [res["before"].assign(when="before", **extra), res["after"].assign(when="after", **extra)]
+    )
+
+
+def live_intervention(
+    model_name: str, prompt: str, action: str, layer: int, max_tokens: int, k: int = 10
+) -> dict:
+    """Run the intervention on the student's prompt with the same code as precompute.
+
+    Returns:
+        ``before`` / ``after``: top-k next tokens at the last position (DataFrames); ``kl_last``
+        (nats) at the last position; ``kl_mean``, ``top1_same`` over positions 1..T-1; the
+        settings; ``n_tokens`` and ``truncated``.
+
+    Raises:
+        ValueError: Layer out of range, an unknown action, or a prompt under two tokens.
+    """
+    import torch
+
+    from precompute import interventions as iv
+
+    if action not in ACTIONS:
+        raise ValueError(f"Unknown action {action!r}; use one of {list(ACTIONS)}.")
+    kind, component = ACTIONS[action]
+    lm = live.get_model(model_name)
+    ids = lm.tokenize(prompt, max_tokens=max_tokens)  # (1, T)
+    n_full = int(lm.tokenize(prompt).shape[1])
+    intervention = iv.Intervention(kind, int(layer), component)
+    normal, after = iv.intervened_logits(lm, ids, intervention)  # (T, V) each
+    m = iv.compare(normal, after[None], ids[0])
+    lp_n = torch.log_softmax(normal[-1], -1)
+    lp_a = torch.log_softmax(after[-1], -1)
+    kl_last = float((lp_n.exp() * (lp_n - lp_a)).sum().clamp_min(0.0))
+    return {
+        "model": model_name,
+        "action": action,
+        "layer": int(layer),
+        "n_layers": lm.n_layers,
+        "before": _topk(lm, lp_n, k),
+        "after": _topk(lm, lp_a, k),
+        "kl_last": kl_last,
+        "kl_mean": float(m["kl"][0]),
+        "top1_same": float(m["top1_same"][0]),
+        "n_tokens": int(ids.shape[1]),
+        "truncated": n_full > max_tokens,
+    }
