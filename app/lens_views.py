@@ -45,6 +45,27 @@ METRICS = {
 }
 
 
+def curve_frame(metric: str, models: list[str], variant: str = "recompute_ln") -> pd.DataFrame:
+    """Mean and 95 % interval of one lens metric per (model, layer) on WikiText-2."""
+    df = data.query(
+        """SELECT model, variant, rel_depth, layer, mean, ci_lo, ci_hi, n, unit
+           FROM metrics_agg WHERE method = 'logit_lens' AND dataset = 'wikitext' AND metric = ?
+           AND variant = ? ORDER BY model, layer""",
+        [metric, variant],
+    )
+    return df[df["model"].isin(models)]
+
+
+def topk_cell(model: str, prompt_id: str, layer: int, position: int) -> pd.DataFrame:
+    """The lens's top-k tokens at one (layer, position) of an example prompt."""
+    return data.query(
+        """SELECT k AS rank, token_str AS token, prob FROM lens_topk
+           WHERE model = ? AND method = 'logit_lens' AND prompt_id = ? AND layer = ?
+           AND position = ? AND variant = 'recompute_ln' ORDER BY k""",
+        [model, prompt_id, layer, position],
+    )
+
+
 def heatmap_frame(model: str, prompt_id: str, value: str) -> pd.DataFrame:
     """Layer x position cells of one example prompt: the coloured value and the top-1 token."""
     df = data.query(

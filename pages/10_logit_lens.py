@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, data, live, ui
-from app.lens_views import METRICS, heatmap_frame, live_lens_frame
+from app.lens_views import METRICS, curve_frame, heatmap_frame, live_lens_frame, topk_cell
 
 METHOD = "logit_lens"
 
@@ -25,13 +25,7 @@ def curves() -> None:
         "Metric", list(METRICS), default="kl_to_final", key="metric", bind="query-params",
         format_func=lambda m: METRICS[m][0],
     ) or "kl_to_final"
-    df = data.query(
-        """SELECT model, variant, rel_depth, layer, mean, ci_lo, ci_hi, n, unit
-           FROM metrics_agg WHERE method = ? AND dataset = 'wikitext' AND metric = ?
-           AND variant = 'recompute_ln' ORDER BY model, layer""",
-        [METHOD, metric],
-    )
-    df = df[df["model"].isin(picked)]
+    df = curve_frame(metric, picked)
     label, unit, note = METRICS[metric]
     st.altair_chart(charts.depth_lines(df, f"{label} ({unit})"), width="stretch")
     st.markdown(f"**What to notice.** {note}")
@@ -75,6 +69,28 @@ def example_heatmap() -> None:
         "answer appears in the top rows, often well before the last layer."
     )
     ui.download(df, f"logit_lens_{model}_{pid}", key="dl-heatmap")
+    inspect_cell(df, model, pid)
+
+
+def inspect_cell(df: pd.DataFrame, model: str, pid: str) -> None:
+    """Pick a layer and a position: the lens's top-10 tokens there."""
+    st.markdown("**Inspect one cell.** Pick a layer and a position to see the lens's top-10.")
+    n_states = int(df["layer"].max())
+    positions = df.drop_duplicates("position").sort_values("position")
+    labels = dict(zip(positions["position"], positions["input_token"]))
+    if st.session_state.get("layer", 0) > n_states:  # a URL from a deeper model
+        st.session_state["layer"] = n_states
+    if st.session_state.get("position") not in labels:
+        st.session_state.pop("position", None)
+    c1, c2 = st.columns(2)
+    layer = c1.slider("Layer (residual state)", 0, n_states, n_states // 2, key="layer",
+                      bind="query-params")
+    pos = c2.selectbox("Position", list(labels), index=len(labels) - 1, key="position",
+                       format_func=lambda p: f"{p}: {labels[p]!r}", bind="query-params")
+    top = topk_cell(model, pid, layer, pos)
+    st.dataframe(top, hide_index=True, width="content",
+                 column_config={"prob": st.column_config.ProgressColumn(min_value=0.0,
+                                                                        max_value=1.0)})
 
 
 def heatmap_chart(df: pd.DataFrame, value: str):
