@@ -70,7 +70,11 @@ def depth_lines(
         stroke_dash: Optional column for dashed lines (e.g. a variant).
     """
     base = alt.Chart(df).encode(
-        x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(domain=[0, 1] if x == "rel_depth" else alt.Undefined)),
+        x=alt.X(
+            f"{x}:Q",
+            title=x_title,
+            scale=alt.Scale(domain=[0, 1] if x == "rel_depth" else alt.Undefined),
+        ),
         color=alt.Color(f"{color}:N", scale=alt.Scale(range=OKABE_ITO), title=color),
     )
     band = base.mark_area(opacity=0.2).encode(y="ci_lo:Q", y2="ci_hi:Q")
@@ -108,9 +112,7 @@ def token_heatmap(
     """
     df = df.copy()
     df["pos_label"] = df["position"].astype(str) + ": " + df["input_token"].astype(str)
-    order = (
-        df.drop_duplicates("position").sort_values("position")["pos_label"].tolist()
-    )
+    order = df.drop_duplicates("position").sort_values("position")["pos_label"].tolist()
     scale = alt.Scale(scheme=scheme, reverse=reverse)
     if domain is not None:
         scale = alt.Scale(scheme=scheme, domain=list(domain), reverse=reverse, clamp=True)

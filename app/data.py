@@ -151,5 +151,7 @@ def models_table() -> pd.DataFrame:
     """The ``models`` table with provenance expanded to a few readable columns."""
     df = query("SELECT * FROM models ORDER BY n_params")
     prov = df["provenance_json"].map(json.loads)
-    df["weights"] = prov.map(lambda p: p.get("quantization") or p.get("revision") or p.get("source"))
+    df["weights"] = prov.map(
+        lambda p: p.get("quantization") or p.get("revision") or p.get("source")
+    )
     return df.drop(columns=["provenance_json"])

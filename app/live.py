@@ -21,7 +21,9 @@ def config() -> AppConfig:
     return AppConfig.from_env()
 
 
-@st.cache_resource(show_spinner="Loading the live model (first time only, ~30 s) ...", max_entries=2)
+@st.cache_resource(
+    show_spinner="Loading the live model (first time only, ~30 s) ...", max_entries=2
+)
 def get_model(name: str):
     """Load (once per process) and return a ``precompute.models.LoadedModel``."""
     from precompute.models import load_model

@@ -55,8 +55,9 @@ def datasets(method: str) -> list[str]:
     table = "similarity" if method == RSA_METHOD else "metrics_agg"
     if not data.table_exists(table):
         return []
-    df = data.query(f'SELECT DISTINCT dataset FROM "{table}" WHERE method = ? ORDER BY dataset',
-                    [method])
+    df = data.query(
+        f'SELECT DISTINCT dataset FROM "{table}" WHERE method = ? ORDER BY dataset', [method]
+    )
     return sorted(df["dataset"].tolist(), key=lambda d: (d != "wikitext", d))
 
 
@@ -195,7 +196,6 @@ DEFAULT_SENTENCES = "\n".join(
         "She plays the violin every night.",
     ]
 )
-
 
 
 def parse_sentences(text: str) -> list[str]:

@@ -43,34 +43,86 @@ class Signature:
 
 
 SIGNATURES = [
-    Signature("prev5", "attention on previous 5 tokens", "attention_locality",
-              "prev5_mass_fraction", "mass_fraction", "fraction"),
-    Signature("prev5_mean", "mean weight on one of the previous 5", "attention_locality",
-              "prev5_mean_weight", "mean_weight", "prob"),
-    Signature("attn_mlp", "attention / MLP output norm", "component_norms", "attn_mlp_ratio",
-              "ratio_of_means", "ratio"),
+    Signature(
+        "prev5",
+        "attention on previous 5 tokens",
+        "attention_locality",
+        "prev5_mass_fraction",
+        "mass_fraction",
+        "fraction",
+    ),
+    Signature(
+        "prev5_mean",
+        "mean weight on one of the previous 5",
+        "attention_locality",
+        "prev5_mean_weight",
+        "mean_weight",
+        "prob",
+    ),
+    Signature(
+        "attn_mlp",
+        "attention / MLP output norm",
+        "component_norms",
+        "attn_mlp_ratio",
+        "ratio_of_means",
+        "ratio",
+    ),
     Signature("mlp_norm", "MLP output norm", "component_norms", "mlp_out_norm", "", "norm"),
     Signature("attn_norm", "attention output norm", "component_norms", "attn_out_norm", "", "norm"),
-    Signature("repeat_input", "lens repeats the input token", "logit_lens", "top1_is_input",
-              "recompute_ln", "fraction"),
-    Signature("lens_kl", "lens KL to the final output", "logit_lens", "kl_to_final",
-              "recompute_ln", "nats"),
-    Signature("entropy", "lens entropy (recomputed norm)", "lens_entropy", "entropy_bits",
-              "recompute_ln", "bits"),
-    Signature("entropy_cached", "lens entropy (cached final scale)", "lens_entropy",
-              "entropy_bits", "cached_final_scale", "bits"),
-    Signature("pct_pred", "prediction neurons", "neurons", "pct_prediction", "lad", "percent",
-              None),
-    Signature("pct_supp", "suppression neurons", "neurons", "pct_suppression", "lad", "percent",
-              None),
-    Signature("delete_kl", "KL when the layer is deleted", "layer_ablation", "kl", "block",
-              "nats"),
+    Signature(
+        "repeat_input",
+        "lens repeats the input token",
+        "logit_lens",
+        "top1_is_input",
+        "recompute_ln",
+        "fraction",
+    ),
+    Signature(
+        "lens_kl",
+        "lens KL to the final output",
+        "logit_lens",
+        "kl_to_final",
+        "recompute_ln",
+        "nats",
+    ),
+    Signature(
+        "entropy",
+        "lens entropy (recomputed norm)",
+        "lens_entropy",
+        "entropy_bits",
+        "recompute_ln",
+        "bits",
+    ),
+    Signature(
+        "entropy_cached",
+        "lens entropy (cached final scale)",
+        "lens_entropy",
+        "entropy_bits",
+        "cached_final_scale",
+        "bits",
+    ),
+    Signature(
+        "pct_pred", "prediction neurons", "neurons", "pct_prediction", "lad", "percent", None
+    ),
+    Signature(
+        "pct_supp", "suppression neurons", "neurons", "pct_suppression", "lad", "percent", None
+    ),
+    Signature("delete_kl", "KL when the layer is deleted", "layer_ablation", "kl", "block", "nats"),
 ]
 BY_KEY = {s.key: s for s in SIGNATURES}
 
 #: The signatures stacked on the stage map (one per phenomenon; no near-duplicates).
-STAGE_KEYS = ["prev5", "attn_mlp", "mlp_norm", "repeat_input", "lens_kl", "entropy",
-              "pct_pred", "pct_supp", "delete_kl"]
+STAGE_KEYS = [
+    "prev5",
+    "attn_mlp",
+    "mlp_norm",
+    "repeat_input",
+    "lens_kl",
+    "entropy",
+    "pct_pred",
+    "pct_supp",
+    "delete_kl",
+]
 
 
 def curve(key: str) -> pd.DataFrame:
@@ -99,6 +151,7 @@ def curves(keys: list[str]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ stage map
+
 
 def normalise(values: np.ndarray) -> np.ndarray | None:
     """Min-max to [0, 1]; ``None`` for a constant (or empty) curve."""
@@ -137,8 +190,16 @@ def signature_matrix(df: pd.DataFrame, model: str, keys: list[str]) -> pd.DataFr
         if norm is None:
             continue
         for layer, (x, y) in enumerate(zip(grid, norm)):
-            rows.append(dict(model=model, key=key, signature=BY_KEY[key].label, layer=layer,
-                             rel_depth=float(x), value=float(y)))
+            rows.append(
+                dict(
+                    model=model,
+                    key=key,
+                    signature=BY_KEY[key].label,
+                    layer=layer,
+                    rel_depth=float(x),
+                    value=float(y),
+                )
+            )
     return pd.DataFrame(rows, columns=["model", "key", "signature", "layer", "rel_depth", "value"])
 
 
@@ -206,8 +267,10 @@ def stage_boundaries(mat: pd.DataFrame, k: int = 4) -> pd.DataFrame:
     model = mat["model"].iloc[0]
     step = 1.0 / max(n - 1, 1)
     return pd.DataFrame(
-        [dict(model=model, boundary=b, layer=c, rel_depth=(c - 0.5) * step)
-         for b, c in enumerate(cuts, start=1)],
+        [
+            dict(model=model, boundary=b, layer=c, rel_depth=(c - 0.5) * step)
+            for b, c in enumerate(cuts, start=1)
+        ],
         columns=cols,
     )
 
@@ -233,23 +296,36 @@ def stage_map(keys: list[str] | None = None, k: int = 4) -> tuple[pd.DataFrame, 
 def stage_chart(mat: pd.DataFrame, bounds: pd.DataFrame, model: str) -> alt.LayerChart:
     """One model's normalised signatures over relative depth with the estimated boundaries."""
     m = mat[mat["model"] == model]
-    lines = alt.Chart(m).mark_line(point=alt.OverlayMarkDef(size=14)).encode(
-        x=alt.X("rel_depth:Q", title="relative depth (0 = first, 1 = last)",
-                scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("value:Q", title="normalised signature (0 = model's min, 1 = max)"),
-        color=alt.Color("signature:N", title="signature"),
-        tooltip=["signature:N", "layer:O", alt.Tooltip("value:Q", format=".2f")],
+    lines = (
+        alt.Chart(m)
+        .mark_line(point=alt.OverlayMarkDef(size=14))
+        .encode(
+            x=alt.X(
+                "rel_depth:Q",
+                title="relative depth (0 = first, 1 = last)",
+                scale=alt.Scale(domain=[0, 1]),
+            ),
+            y=alt.Y("value:Q", title="normalised signature (0 = model's min, 1 = max)"),
+            color=alt.Color("signature:N", title="signature"),
+            tooltip=["signature:N", "layer:O", alt.Tooltip("value:Q", format=".2f")],
+        )
     )
     layers = [lines]
     b = bounds[bounds["model"] == model] if not bounds.empty else bounds
     if not b.empty:
-        layers.append(alt.Chart(b).mark_rule(strokeDash=[6, 3], size=2, color="black").encode(
-            x="rel_depth:Q", tooltip=["boundary:O", "layer:O", alt.Tooltip("rel_depth:Q",
-                                                                          format=".2f")]))
+        layers.append(
+            alt.Chart(b)
+            .mark_rule(strokeDash=[6, 3], size=2, color="black")
+            .encode(
+                x="rel_depth:Q",
+                tooltip=["boundary:O", "layer:O", alt.Tooltip("rel_depth:Q", format=".2f")],
+            )
+        )
     return alt.layer(*layers).properties(title=model, height=320)
 
 
 # ------------------------------------------------------------------------------ neurons
+
 
 def neuron_scatter_frame(model: str, layer: int, limit: int = 5000) -> pd.DataFrame:
     """Per-neuron moments of one layer (for the skew/kurtosis scatter); empty without the table."""
@@ -260,22 +336,38 @@ def neuron_scatter_frame(model: str, layer: int, limit: int = 5000) -> pd.DataFr
            FROM neurons WHERE model = ? AND layer = ? ORDER BY neuron LIMIT ?""",
         [model, layer, limit],
     )
-    df["class"] = np.where(df["is_prediction"], "prediction",
-                           np.where(df["is_suppression"], "suppression", "other"))
+    df["class"] = np.where(
+        df["is_prediction"], "prediction", np.where(df["is_suppression"], "suppression", "other")
+    )
     return df
 
 
 def neuron_scatter(df: pd.DataFrame, threshold: float = 10.0) -> alt.LayerChart:
     """Skew against (non-excess) kurtosis, log scale, with the threshold line."""
-    pts = alt.Chart(df).mark_circle(size=14, opacity=0.6).encode(
-        x=alt.X("vocab_skew:Q", title="skew of cosines over the vocabulary"),
-        y=alt.Y("vocab_kurt:Q", title="kurtosis (non-excess; Gaussian = 3), log",
-                scale=alt.Scale(type="log")),
-        color=alt.Color("class:N", scale=alt.Scale(
-            domain=["prediction", "suppression", "other"],
-            range=["#0072B2", "#D55E00", "#BBBBBB"])),
-        tooltip=["neuron:Q", alt.Tooltip("vocab_skew:Q", format=".2f"),
-                 alt.Tooltip("vocab_kurt:Q", format=".1f"), "class:N"],
+    pts = (
+        alt.Chart(df)
+        .mark_circle(size=14, opacity=0.6)
+        .encode(
+            x=alt.X("vocab_skew:Q", title="skew of cosines over the vocabulary"),
+            y=alt.Y(
+                "vocab_kurt:Q",
+                title="kurtosis (non-excess; Gaussian = 3), log",
+                scale=alt.Scale(type="log"),
+            ),
+            color=alt.Color(
+                "class:N",
+                scale=alt.Scale(
+                    domain=["prediction", "suppression", "other"],
+                    range=["#0072B2", "#D55E00", "#BBBBBB"],
+                ),
+            ),
+            tooltip=[
+                "neuron:Q",
+                alt.Tooltip("vocab_skew:Q", format=".2f"),
+                alt.Tooltip("vocab_kurt:Q", format=".1f"),
+                "class:N",
+            ],
+        )
     )
     rule = alt.Chart(pd.DataFrame({"y": [threshold]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
     return alt.layer(pts, rule).properties(height=320)
@@ -283,8 +375,10 @@ def neuron_scatter(df: pd.DataFrame, threshold: float = 10.0) -> alt.LayerChart:
 
 # ------------------------------------------------------------------------------ live
 
-def live_pattern_frame(model_name: str, prompt: str, layer: int, max_tokens: int,
-                       top_k: int = 5) -> dict:
+
+def live_pattern_frame(
+    model_name: str, prompt: str, layer: int, max_tokens: int, top_k: int = 5
+) -> dict:
     """Return the attention pattern of one layer for the student's prompt, every head, long.
 
     Returns:
@@ -310,10 +404,14 @@ def live_pattern_frame(model_name: str, prompt: str, layer: int, max_tokens: int
     labels = [f"{i}: {t}" for i, t in enumerate(toks)]
     h, t, _ = pat.shape
     hh, qq, kk = np.meshgrid(np.arange(h), np.arange(t), np.arange(t), indexing="ij")
-    frame = pd.DataFrame({
-        "head": hh.ravel(), "query": qq.ravel(), "key": kk.ravel(),
-        "weight": pat.numpy().ravel(),
-    })
+    frame = pd.DataFrame(
+        {
+            "head": hh.ravel(),
+            "query": qq.ravel(),
+            "key": kk.ravel(),
+            "weight": pat.numpy().ravel(),
+        }
+    )
     frame = frame[frame["key"] <= frame["query"]].reset_index(drop=True)
     frame["query_token"] = [labels[i] for i in frame["query"]]
     frame["key_token"] = [labels[i] for i in frame["key"]]
@@ -322,8 +420,12 @@ def live_pattern_frame(model_name: str, prompt: str, layer: int, max_tokens: int
     for head in range(h):
         s = locality_stats(pat[head : head + 1], top_k) if t >= min_tokens(top_k) else {}
         heads.append(dict(head=head, **s))
-    return {"frame": frame, "heads": pd.DataFrame(heads), "truncated": n_tokens > max_tokens,
-            "order": labels}
+    return {
+        "frame": frame,
+        "heads": pd.DataFrame(heads),
+        "truncated": n_tokens > max_tokens,
+        "order": labels,
+    }
 
 
 def pattern_chart(frame: pd.DataFrame, order: list[str]) -> alt.LayerChart:
@@ -333,8 +435,9 @@ def pattern_chart(frame: pd.DataFrame, order: list[str]) -> alt.LayerChart:
         y=alt.Y("query_token:N", sort=order, title="query position: token"),
     )
     rect = base.mark_rect().encode(
-        color=alt.Color("weight:Q", scale=alt.Scale(scheme="viridis", domain=[0, 1]),
-                        title="attention weight"),
+        color=alt.Color(
+            "weight:Q", scale=alt.Scale(scheme="viridis", domain=[0, 1]), title="attention weight"
+        ),
         tooltip=["query_token:N", "key_token:N", alt.Tooltip("weight:Q", format=".3f")],
     )
     band = base.transform_filter("datum.in_band").mark_rect(

@@ -33,7 +33,8 @@ def main() -> None:
     )
     st.markdown(
         "Every block reads the **residual stream** (a vector per token), computes, and adds its "
-        "result back. Stagescope lets you look inside that stream, layer by layer, with the methods "
+        "result back. Stagescope lets you look inside that stream, layer by layer, with the "
+        "methods "
         "of interpretability papers, on real numbers computed for several model families."
     )
     st.subheader("The four-stage hypothesis")
@@ -41,7 +42,7 @@ def main() -> None:
         "Lad et al. (2024) *propose* that inference proceeds in four stages. It is a hypothesis; "
         "the pages let you check it against the data:\n"
         "1. **Detokenization** (first layers): tokens are merged into words; attention is local.\n"
-        "2. **Feature engineering** (early-middle): features are built; the lens still says little.\n"
+        "2. **Feature engineering** (early-middle): features are built; the lens says little.\n"
         "3. **Prediction ensembling** (middle-late): the next token emerges; prediction neurons.\n"
         "4. **Residual sharpening** (last layers): suppression neurons calibrate the output."
     )

@@ -21,10 +21,17 @@ def curves() -> None:
         ui.no_results(METHOD)
         return
     picked = st.multiselect("Models", models, default=models, key="models", bind="query-params")
-    metric = st.segmented_control(
-        "Metric", list(METRICS), default="kl_to_final", key="metric", bind="query-params",
-        format_func=lambda m: METRICS[m][0],
-    ) or "kl_to_final"
+    metric = (
+        st.segmented_control(
+            "Metric",
+            list(METRICS),
+            default="kl_to_final",
+            key="metric",
+            bind="query-params",
+            format_func=lambda m: METRICS[m][0],
+        )
+        or "kl_to_final"
+    )
     df = curve_frame(metric, picked)
     label, unit, note = METRICS[metric]
     st.altair_chart(charts.depth_lines(df, f"{label} ({unit})"), width="stretch")
@@ -33,7 +40,8 @@ def curves() -> None:
     ui.provenance(
         METHOD,
         picked,
-        "Each WikiText-2 paragraph is cut to its first tokens; per layer, metrics are averaged over "
+        "Each WikiText-2 paragraph is cut to its first tokens; per layer, metrics are averaged "
+        "over "
         "positions 1..T-1 (position 0 excluded), then mean and 95 % interval (±1.96 SEM) over "
         "paragraphs. The final norm is recomputed on every layer's state (true logit lens).",
     )
@@ -57,10 +65,12 @@ def example_heatmap() -> None:
         st.info("No example prompts for this model.")
         return
     texts = dict(zip(prompts["prompt_id"], prompts["text"]))
-    pid = c2.selectbox("Example prompt", list(texts), format_func=texts.get, key="prompt",
-                       bind="query-params")
-    value = c3.selectbox("Colour", ["top1_prob", "kl_to_final", "entropy"], key="hm_value",
-                         bind="query-params")
+    pid = c2.selectbox(
+        "Example prompt", list(texts), format_func=texts.get, key="prompt", bind="query-params"
+    )
+    value = c3.selectbox(
+        "Colour", ["top1_prob", "kl_to_final", "entropy"], key="hm_value", bind="query-params"
+    )
     df = heatmap_frame(model, pid, value)
     st.altair_chart(heatmap_chart(df, value), width="stretch")
     st.markdown(
@@ -83,14 +93,24 @@ def inspect_cell(df: pd.DataFrame, model: str, pid: str) -> None:
     if st.session_state.get("position") not in labels:
         st.session_state.pop("position", None)
     c1, c2 = st.columns(2)
-    layer = c1.slider("Layer (residual state)", 0, n_states, n_states // 2, key="layer",
-                      bind="query-params")
-    pos = c2.selectbox("Position", list(labels), index=len(labels) - 1, key="position",
-                       format_func=lambda p: f"{p}: {labels[p]!r}", bind="query-params")
+    layer = c1.slider(
+        "Layer (residual state)", 0, n_states, n_states // 2, key="layer", bind="query-params"
+    )
+    pos = c2.selectbox(
+        "Position",
+        list(labels),
+        index=len(labels) - 1,
+        key="position",
+        format_func=lambda p: f"{p}: {labels[p]!r}",
+        bind="query-params",
+    )
     top = topk_cell(model, pid, layer, pos)
-    st.dataframe(top, hide_index=True, width="content",
-                 column_config={"prob": st.column_config.ProgressColumn(min_value=0.0,
-                                                                        max_value=1.0)})
+    st.dataframe(
+        top,
+        hide_index=True,
+        width="content",
+        column_config={"prob": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)},
+    )
 
 
 def heatmap_chart(df: pd.DataFrame, value: str):
@@ -109,8 +129,11 @@ def live_panel() -> None:
     cfg = live.config()
     model = live.model_picker()
     prompt = st.text_area(
-        "Prompt", value="The Eiffel Tower is located in the city of", key="live_prompt",
-        max_chars=cfg.max_prompt_chars, bind="query-params",
+        "Prompt",
+        value="The Eiffel Tower is located in the city of",
+        key="live_prompt",
+        max_chars=cfg.max_prompt_chars,
+        bind="query-params",
     )
     value = st.selectbox("Colour", ["top1_prob", "kl_to_final", "entropy"], key="live_value")
     submitted = st.button("Run the lens", type="primary")

@@ -51,6 +51,7 @@ def _norm_stats(lm: LoadedModel, h: torch.Tensor) -> torch.Tensor:
     """The final norm's scale statistic per row: sigma (LayerNorm) or rms (RMSNorm).
 
     Args:
+        lm: Loaded model (its final norm's type and epsilon).
         h: ``(..., D)``.
 
     Returns:

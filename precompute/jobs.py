@@ -3,8 +3,8 @@
 A job processes its items in chunks. Each finished chunk is written to a temporary folder and
 renamed into place (an atomic rename), so a job killed at any moment -- even ``kill -9`` -- leaves
 only whole chunks behind; rerun, it skips them and computes the rest: no lost and no duplicated
-rows. ``job.json`` records the provenance; ``status: done`` marks a finished job. Jobs share nothing,
-so a distributed engine can run them anywhere and ``build`` merges their folders.
+rows. ``job.json`` records the provenance; ``status: done`` marks a finished job. Jobs share
+nothing, so a distributed engine can run them anywhere and ``build`` merges their folders.
 
 Layout::
 

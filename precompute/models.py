@@ -1,9 +1,11 @@
 """Load models for precompute and the live app, with their provenance.
 
-Models are Hugging Face ``transformers`` models wrapped in a TransformerLens 4.x ``TransformerBridge``
+Models are Hugging Face ``transformers`` models wrapped in a TransformerLens 4.x
+``TransformerBridge``
 (hook names ``blocks.{i}.hook_resid_pre`` etc.). Three sources:
 
-* ``tiny-gpt2``, ``tiny-neox``, ``tiny-llama``: random models built from configs (tests, smoke runs);
+* ``tiny-gpt2``, ``tiny-neox``, ``tiny-llama``: random models built from configs (tests,
+  smoke runs);
 * catalog entries with a GGUF package (``smollm2-135m``, ``gemma3-270m``): dequantised once to
   float32 safetensors in the cache folder, then loaded from there;
 * anything else: the Hugging Face Hub at a pinned revision when given.
@@ -17,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -147,10 +150,8 @@ def _tiny_tokenizer() -> Any:
         )
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         tok.save_pretrained(tmp)
-        try:
+        with contextlib.suppress(OSError):  # another process won the race; same content
             os.replace(tmp, path)
-        except OSError:  # another process won the race; its copy is identical
-            pass
     # The bridge needs a tokenizer that knows its name_or_path, i.e. one loaded from disk.
     return PreTrainedTokenizerFast.from_pretrained(path)
 
@@ -294,8 +295,8 @@ def load_model(
     Raises:
         UnknownModelError: The name is not in the catalog and not a Hugging Face id.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
     if name in TINY_ARCHS:

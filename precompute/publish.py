@@ -1,8 +1,8 @@
 """Publish results to a Hugging Face dataset repo, and fetch them back at a pinned revision.
 
 Publishing validates everything before the first upload: every table is read back and checked
-against the schema, the DuckDB file opens, the manifest's row counts match. The dataset card is built
-by a pure function (:func:`dataset_card`). The upload is one commit through an injected client
+against the schema, the DuckDB file opens, the manifest's row counts match. The dataset card is
+built by a pure function (:func:`dataset_card`). The upload is one commit through an injected client
 (``huggingface_hub.HfApi`` by default), so tests can run without the Hub.
 """
 
@@ -55,7 +55,8 @@ configs:
 Tidy result tables computed by the Stagescope precompute jobs: how language models use their
 depth (logit lens and the other methods of the Stagescope app). Schema version
 {schema.SCHEMA_VERSION}. Every row carries a `run_id`; the `runs` table says how each run was made
-(model source and revision or GGUF file, dataset and its SHA-256, config, code and library versions).
+(model source and revision or GGUF file, dataset and its SHA-256, config, code and library
+versions).
 
 Pin a revision (the commit sha) when you point the app at this repo:
 `STAGESCOPE_HF_REPO={repo_id} STAGESCOPE_HF_REVISION=<sha>`.
@@ -100,8 +101,10 @@ def validate(results_dir: Path) -> dict[str, int]:
             continue
         counts[table] = len(frame)
         if manifest.get("rows", {}).get(table) != len(frame):
-            problems.append(f"{table}: {len(frame)} rows but the manifest says "
-                            f"{manifest.get('rows', {}).get(table)}")
+            problems.append(
+                f"{table}: {len(frame)} rows but the manifest says "
+                f"{manifest.get('rows', {}).get(table)}"
+            )
     if counts.get("metrics", 0) == 0:
         problems.append("the metrics table is empty")
     try:

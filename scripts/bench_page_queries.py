@@ -46,8 +46,9 @@ def main() -> None:
         ms = data.models_for("logit_lens")
         curve_frame("kl_to_final", ms)
         data.models_for("logit_lens", "lens_topk")
-        data.query("SELECT prompt_id, text FROM prompts WHERE model = ? AND dataset = 'examples'",
-                   [model])
+        data.query(
+            "SELECT prompt_id, text FROM prompts WHERE model = ? AND dataset = 'examples'", [model]
+        )
         heatmap_frame(model, pid, "top1_prob")
         topk_cell(model, pid, 10, 3)
         data.runs_for("logit_lens", ms)

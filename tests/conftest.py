@@ -42,7 +42,13 @@ def _clear_streamlit_caches():
 @pytest.fixture
 def wikitext_dir(tmp_path):
     """A --data-dir with a synthetic WikiText-style file of many paragraphs."""
-    words = "the cat sat on the mat and the dog sat on the log near Paris in France".split()
+    words = ["the", "cat", "sat", "on", "the", "mat", "and", "the", "dog", "sat", "on", "the"] + [
+        "log",
+        "near",
+        "Paris",
+        "in",
+        "France",
+    ]
     lines = [" = Heading = "]
     for i in range(120):
         para = " ".join(words[(i + j) % len(words)] for j in range(60))

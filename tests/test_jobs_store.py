@@ -65,8 +65,9 @@ def test_results_from_other_runs_survive_a_build(tiny_models, tmp_path, wikitext
     _run(tiny_models, tmp_path / "w1", wikitext_dir, n=4)
     build(tmp_path / "w1", out)
     lm = tiny_models["tiny-llama"]
-    run_job(lm, get_method("logit_lens"), "examples", LogitLensConfig(), tmp_path / "w2",
-            progress=False)
+    run_job(
+        lm, get_method("logit_lens"), "examples", LogitLensConfig(), tmp_path / "w2", progress=False
+    )
     build(tmp_path / "w2", out)
     models = {r["model"] for r in list_results(out)}
     assert models == {"tiny-gpt2", "tiny-llama"}
@@ -79,9 +80,23 @@ def _rows(folder: Path) -> pd.DataFrame:
 
 def test_kill_minus_nine_then_resume_loses_and_duplicates_nothing(tmp_path, wikitext_dir):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "precompute", "run", "--model", "tiny-gpt2", "--methods",
-           "logit_lens", "--data-dir", str(wikitext_dir), "--n", "120", "--quiet",
-           "--set", "max_tokens=48"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "precompute",
+        "run",
+        "--model",
+        "tiny-gpt2",
+        "--methods",
+        "logit_lens",
+        "--data-dir",
+        str(wikitext_dir),
+        "--n",
+        "120",
+        "--quiet",
+        "--set",
+        "max_tokens=48",
+    ]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--work-dir", str(killed)], env=env, cwd=ROOT)
     deadline = time.time() + 120
@@ -98,8 +113,9 @@ def test_kill_minus_nine_then_resume_loses_and_duplicates_nothing(tmp_path, wiki
     a = _rows(killed).drop(columns=["run_id"]).sort_values(list(schema.METRIC_COLUMNS)[:-3])
     b = _rows(clean).drop(columns=["run_id"]).sort_values(list(schema.METRIC_COLUMNS)[:-3])
     assert len(a) == len(b)
-    assert not a.duplicated(["dataset", "prompt_id", "position", "layer", "metric",
-                             "variant"]).any()
+    assert not a.duplicated(
+        ["dataset", "prompt_id", "position", "layer", "metric", "variant"]
+    ).any()
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 

@@ -1,4 +1,3 @@
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,9 @@ class FakeHub:
         self.calls.append(("create_repo", repo_id, kw))
 
     def upload_folder(self, **kw):
-        self.calls.append(("upload_folder", sorted(p.name for p in Path(kw["folder_path"]).rglob("*")), kw))
+        self.calls.append(
+            ("upload_folder", sorted(p.name for p in Path(kw["folder_path"]).rglob("*")), kw)
+        )
 
         class Info:
             oid = "0123456789abcdef0123456789abcdef01234567"
@@ -33,8 +34,14 @@ class FakeHub:
 
 @pytest.fixture
 def results(tiny_models, tmp_path):
-    run_job(tiny_models["tiny-gpt2"], get_method("logit_lens"), "examples",
-            LogitLensConfig(max_tokens=16), tmp_path / "work", progress=False)
+    run_job(
+        tiny_models["tiny-gpt2"],
+        get_method("logit_lens"),
+        "examples",
+        LogitLensConfig(max_tokens=16),
+        tmp_path / "work",
+        progress=False,
+    )
     build(tmp_path / "work", tmp_path / "results")
     return tmp_path / "results"
 
@@ -45,8 +52,15 @@ def test_publish_is_one_commit_with_card_and_tables(results, tmp_path):
     assert sha.startswith("0123")
     assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
     files = hub.calls[1][1]
-    assert {"README.md", "stagescope.duckdb", "manifest.json", "metrics.parquet",
-            "metrics_agg.parquet", "runs.parquet", "models.parquet"} <= set(files)
+    assert {
+        "README.md",
+        "stagescope.duckdb",
+        "manifest.json",
+        "metrics.parquet",
+        "metrics_agg.parquet",
+        "runs.parquet",
+        "models.parquet",
+    } <= set(files)
     assert hub.calls[1][2]["repo_type"] == "dataset"
 
 
@@ -108,4 +122,6 @@ def test_card_is_pure():
     import pandas as pd
 
     models = pd.DataFrame([dict(model="m", family="f", n_layers=2, source="gguf")])
-    assert dataset_card("o/n", {"metrics": 3}, models) == dataset_card("o/n", {"metrics": 3}, models)
+    assert dataset_card("o/n", {"metrics": 3}, models) == dataset_card(
+        "o/n", {"metrics": 3}, models
+    )

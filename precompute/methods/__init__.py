@@ -132,7 +132,8 @@ class Method:
         config_cls: Frozen dataclass of defaults (a ``BaseConfig``).
         dataset: Default dataset name (see ``precompute.datasets``).
         process: ``(model, items, config, ctx) -> {table: frame}`` for one chunk of items.
-        run_one: ``(model, prompt, config) -> frame`` of tidy rows for one prompt (``run-one``, live).
+        run_one: ``(model, prompt, config) -> frame`` of tidy rows for one prompt (``run-one``,
+            live).
         chunk_size: Items per resumable chunk; ``None`` processes all items at once.
         extra_datasets: Datasets that are also run by ``precompute run`` (e.g. example prompts).
         benches: Benchmarks by name for ``precompute bench NAME``: ``(model_name, args) -> dict``

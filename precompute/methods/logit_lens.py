@@ -1,7 +1,8 @@
 """Logit lens (METHODS.md A1-A2): what each residual state would predict if the model stopped there.
 
 Each state ``h_i`` (``i = 0..L``) goes through the model's own final norm, with its statistics
-recomputed on ``h_i`` (the true lens; ``variant=cached_final_scale`` reproduces older TransformerLens),
+recomputed on ``h_i`` (the true lens; ``variant=cached_final_scale`` reproduces older
+TransformerLens),
 and the unembedding. Compared with the model's real output distribution ``p_final`` per position:
 
 * ``kl_to_final`` = KL(p_final || p_i) in nats, ``ce_to_final`` = H(p_final) + KL,
