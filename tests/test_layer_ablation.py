@@ -152,4 +152,15 @@ def test_real_models_replay_and_fast_equals_reference(name):
     ref = iv.sweep(lm, ids, ivs, method="reference")
     for k in ref:
         torch.testing.assert_close(fast[k], ref[k], atol=1e-4, rtol=0)
-    assert fast["kl"][0] > fast["kl"][1]  # deleting the first block hurts more than a middle one
+    assert fast["kl"][0] > fast["kl"][3]  # deleting the first block hurts more than a middle one
+
+
+def test_bench_reports_its_figures(wikitext_dir, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(iv, "_matmul_rate", lambda *a, **k: 1e9)
+    out = iv.bench_layer_sweep("tiny-gpt2", SimpleNamespace(device="cpu", data_dir=wikitext_dir))
+    assert out["dataset"] == "wikitext" and out["n_interventions"] == 4 + 3
+    assert out["max_abs_diff"] <= 1e-4
+    assert out["reference_seconds"] > 0 and out["fast_seconds"] > 0
+    assert out["speedup"] > 0 and out["fraction_of_peak"] > 0
