@@ -390,7 +390,8 @@ def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
 
 
 def _logits_from_states(lm: LoadedModel, h: torch.Tensor) -> torch.Tensor:
-    return unembed(lm, final_norm(lm, h)).float()
+    with lm.lock:  # the final norm and unembedding are bridge modules with hook points
+        return unembed(lm, final_norm(lm, h)).float()
 
 
 @torch.inference_mode()
