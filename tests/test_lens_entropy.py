@@ -7,10 +7,12 @@ from precompute.activations import residual_states
 from precompute.methods import Item, RunContext
 from precompute.methods.lens_entropy import (
     LensEntropyConfig,
+    both_entropies,
     doc_entropy,
     entropy_bits,
     process,
     run_one,
+    scale_shortcut_ok,
     state_entropy,
 )
 from precompute.methods.logit_lens import lens_from_states
@@ -86,3 +88,11 @@ def test_process_and_bad_input(tiny_models):
         run_one(lm, "x", LensEntropyConfig())
     with pytest.raises(ValueError, match="variant"):
         process(lm, [], LensEntropyConfig(variant="tuned"), ctx)
+
+
+def test_one_unembedding_shortcut_is_exact(tiny):
+    states, _ = residual_states(tiny, tiny.tokenize(PROMPT))
+    fast = both_entropies(tiny, states, chunk_elems=1)
+    assert scale_shortcut_ok(tiny) == (tiny.name == "tiny-llama")  # RMSNorm, no biases
+    for v, e in fast.items():
+        torch.testing.assert_close(e, state_entropy(tiny, states, v), atol=1e-4, rtol=1e-4)

@@ -30,7 +30,14 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from precompute.activations import NORM_VARIANTS, final_norm, residual_states, unembed
+from precompute.activations import (
+    NORM_VARIANTS,
+    _norm_stats,
+    final_norm,
+    is_layernorm,
+    residual_states,
+    unembed,
+)
 from precompute.methods import BaseConfig, Item, Method, RunContext
 from precompute.models import LoadedModel
 
@@ -99,6 +106,44 @@ def state_entropy(
     return torch.cat(out)
 
 
+def scale_shortcut_ok(lm: LoadedModel) -> bool:
+    """True when the cached-scale logits are the recomputed logits times a per-position factor.
+
+    With an RMSNorm final norm (no bias), no unembedding bias and no logit soft-cap,
+    ``cached_final_scale`` normalises to ``normed * r`` with ``r = rms(h_i) / rms(h_L)`` (see
+    ``precompute.activations.final_norm``), so its logits are ``r * logits`` exactly: one
+    unembedding serves both variants (the unembedding is the cost: ``T x D x V`` per state).
+    """
+    if is_layernorm(lm):
+        return False
+    bias = getattr(lm.bridge.original_model.get_output_embeddings(), "bias", None)
+    if bias is not None and bool(bias.detach().ne(0).any()):
+        return False
+    cfg = getattr(lm.bridge.original_model, "config", None)
+    return not getattr(cfg, "final_logit_softcapping", None)
+
+
+@torch.inference_mode()
+def both_entropies(
+    lm: LoadedModel, states: torch.Tensor, clamp: float = 1e-9, chunk_elems: int = 2**25
+) -> dict[str, torch.Tensor]:
+    """Both variants' ``(S, T)`` entropies from one unembedding per state.
+
+    Uses the exact shortcut of ``scale_shortcut_ok`` when it holds, else ``state_entropy`` twice.
+    """
+    if not scale_shortcut_ok(lm):
+        return {v: state_entropy(lm, states, v, clamp, chunk_elems) for v in NORM_VARIANTS}
+    n_states, n_pos, _ = states.shape
+    step = max(1, chunk_elems // max(n_pos * lm.d_vocab, 1))
+    ratio = _norm_stats(lm, states) / _norm_stats(lm, states[-1])  # (S, T, 1)
+    out: dict[str, list[torch.Tensor]] = {v: [] for v in NORM_VARIANTS}
+    for s0 in range(0, n_states, step):
+        z = unembed(lm, final_norm(lm, states[s0 : s0 + step], "recompute_ln")).float()
+        out["recompute_ln"].append(entropy_bits(z, clamp))  # (s, T)
+        out["cached_final_scale"].append(entropy_bits(z * ratio[s0 : s0 + step], clamp))
+    return {v: torch.cat(t) for v, t in out.items()}
+
+
 def variants_of(cfg: LensEntropyConfig) -> list[str]:
     """List the variants a config asks for (``both`` = every norm variant)."""
     if cfg.variant == "both":
@@ -130,11 +175,13 @@ def doc_entropy(
             f"The text has {ids.shape[1]} token(s); lens entropy drops the first and last "
             "position, so it needs at least 3."
         )
+    variants = variants_of(cfg)
     states, _ = residual_states(lm, ids)  # (L+1, T, D)
-    return {
-        v: state_entropy(lm, states, v, cfg.clamp, cfg.chunk_elems)[:, 1:-1].mean(-1)
-        for v in variants_of(cfg)
-    }
+    if len(variants) == len(NORM_VARIANTS):
+        ent = both_entropies(lm, states, cfg.clamp, cfg.chunk_elems)
+    else:
+        ent = {v: state_entropy(lm, states, v, cfg.clamp, cfg.chunk_elems) for v in variants}
+    return {v: e[:, 1:-1].mean(-1) for v, e in ent.items()}
 
 
 def doc_records(ent: dict[str, torch.Tensor], n_layers: int, prompt_id: str) -> list[dict]:
