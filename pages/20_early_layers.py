@@ -42,7 +42,9 @@ def precomputed() -> None:
             else "mean attention weight (prob)",
             "Locality is highest in the first blocks and falls with depth: early heads merge a "
             "token with its neighbours (multi-token words, short phrases) before later heads "
-            "look further back. The mean weight is about the mass divided by 5.",
+            "look further back. The mean weight is about the mass divided by 5. Gemma-3 "
+            "alternates five sliding-window layers with one global-attention layer (blocks 5, "
+            "11, 17): look for dips in locality there -- architecture shows in the signature.",
             "attention_locality", f"attention_locality_{key}")
 
     st.subheader("2. Is the early work done by attention or by MLPs?")
