@@ -64,10 +64,10 @@ def scale_panel(estimator: str, pooling: str, dataset: str) -> None:
     if estimator not in ("twonn", "twonn_ml"):
         return
     st.subheader("Does the estimate depend on how many points we use?")
-    models = sorted(id_curves(estimator, pooling, dataset, "")["model"].unique())
+    all_scales = id_curves(estimator, pooling, dataset, "")
+    models = sorted(all_scales["model"].unique())
     model = st.selectbox("Model", models, key="id_scale_model", bind="query-params")
-    df = id_curves(estimator, pooling, dataset, "")
-    df = df[df["model"] == model].copy()
+    df = all_scales[all_scales["model"] == model].copy()
     df["points"] = df["variant"].map(lambda v: SCALES.get(v, v))
     st.altair_chart(
         charts.depth_lines(df, "intrinsic dimension (dimensions)", color="points", bands=False),
