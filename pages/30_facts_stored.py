@@ -40,6 +40,9 @@ def curves() -> None:
     groups = st.multiselect("Token groups", list(GROUPS), default=["last_subject", "last"],
                             format_func=GROUPS.get, key="ct_groups", bind="query-params")
     df = group_curves(kind, dataset, groups)
+    if df.empty:
+        st.info("No traced facts for this selection (pick other token groups or facts).")
+        return
     st.altair_chart(
         charts.depth_lines(df, "average indirect effect (probability)", stroke_dash="token group"),
         width="stretch",

@@ -152,6 +152,9 @@ def test_process_rows_and_wrong_facts_are_explained():
         assert agg["rel_depth"].between(0, 1).all()
     assert not m["value"].isna().any()
     assert set(out["prompts"]["prompt_id"]) == {"f-1", "f-2"}
+    checks = conform("fact_checks", out["fact_checks"]).set_index("prompt_id")
+    assert not checks.loc["f-2", "correct"]
+    assert checks.loc["f-2", "gold"] == "zebra"
 
 
 @pytest.mark.slow
@@ -167,3 +170,20 @@ def test_smollm_knows_paris_and_fast_matches_reference():
     diff = (fast.scores["hidden"][keep] - ref.scores["hidden"][keep]).abs().max()
     assert float(diff) <= 1e-5
     assert float(fast.scores["hidden"][-1, -1]) == pytest.approx(fast.p_clean, abs=1e-5)
+
+
+def test_sigma_is_measured_at_the_noise_hook(lm):
+    from precompute.methods.causal_tracing import embedding_sigma
+
+    ids, b, e = subject_range(lm, PROMPT, SUBJECT)
+    with torch.inference_mode():
+        _, cache = lm.bridge.run_with_cache(ids, names_filter=lambda n: n == "hook_embed")
+    expected = float(cache["hook_embed"][0, b:e].float().std())
+    assert embedding_sigma(lm, [(PROMPT, SUBJECT)]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_measured_sigma_does_not_deadlock_on_the_model_lock():
+    lm = load_model("tiny-gpt2")
+    cfg = CausalTracingConfig(samples=2, window=2, kinds="hidden", token_range="subject_last")
+    r = trace(lm, "The capital of France is the city of", "France", cfg)
+    assert r.sigma > 0 and not lm.lock.locked()

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,7 +74,9 @@ class CausalTracingConfig(BaseConfig):
     (ROME measures sigma over the subjects of the file it traces; a fixed reference set gives every
     chunk and every live trace the same sigma); ``noise_sigma`` > 0 overrides the measured sigma;
     ``token_range`` = ``all`` (``subject_last`` traces only the last subject token and the last
-    token, ROME's cheap teaching mode); ``max_tokens`` = 32 (live limit); ``batch_seqs`` = 320.
+    token, ROME's cheap teaching mode); ``max_tokens`` = 32 (live limit); ``batch_seqs`` = 320;
+    ``sample_every`` = k traces only facts whose id number is a multiple of k (e.g. 15 picks one
+    fact of each relation of the team's facts), recorded facts included.
     """
 
     n_items: int = 24
@@ -87,6 +90,7 @@ class CausalTracingConfig(BaseConfig):
     seed: int = 1
     max_tokens: int = 32
     batch_seqs: int = 320
+    sample_every: int = 1
 
     def kind_list(self) -> list[str]:
         """Return the kinds to trace, validated."""
@@ -217,22 +221,27 @@ _SIGMA_CACHE: dict[tuple[int, str], float] = {}
 def embedding_sigma(lm: LoadedModel, subjects_in_prompts: list[tuple[str, str]]) -> float:
     """Measure the std of the ``hook_embed`` output over the subject tokens of the prompts.
 
-    Measured at the hook where the noise is added (Gemma's sqrt(D) scale is inside it here).
+    Measured where the noise is added: ``hook_embed`` is the embedding module's output (Gemma's
+    sqrt(D) scale is inside that module; GPT-2's position embeddings are added after it). Token
+    embeddings do not depend on context, so all subject tokens go through the module at once.
     """
-    vals = []
+    tokens: list[int] = []
     for text, subject in subjects_in_prompts:
         try:
             ids, b, e = subject_range(lm, text, subject)
         except ValueError:
             continue
-        with lm.lock:
-            _, cache = lm.bridge.run_with_cache(
-                ids, names_filter=lambda n: n == "hook_embed", stop_at_layer=0
-            )
-        vals.append(cache["hook_embed"][0, b:e].float().reshape(-1))
-    if not vals:
+        tokens += ids[0, b:e].tolist()
+    if not tokens:
         raise ValueError("No subject could be located to measure the embedding std.")
-    return float(torch.cat(vals).std())
+    with lm.lock:
+        emb = lm.bridge.embed(torch.tensor([tokens], device=lm.device))  # (1, N, D)
+    return float(emb.float().std())
+
+
+def noise_sigma(lm: LoadedModel, cfg: CausalTracingConfig) -> float:
+    """Return the sigma the noise is scaled by: the config's, else measured (takes ``lm.lock``)."""
+    return cfg.noise_sigma if cfg.noise_sigma > 0 else reference_sigma(lm, cfg.noise_ref)
 
 
 def reference_sigma(lm: LoadedModel, ref: str = "facts") -> float:
@@ -344,8 +353,9 @@ class _Setup:
 
 
 def _prepare(
-    lm: LoadedModel, prompt: str, subject: str, cfg: CausalTracingConfig
+    lm: LoadedModel, prompt: str, subject: str, cfg: CausalTracingConfig, sigma: float
 ) -> tuple[_Setup, BlockRunner]:
+    """Locate the subject, run the clean pass (the caller holds ``lm.lock``), draw the noise."""
     ids, b, e = subject_range(lm, prompt, subject)
     if ids.shape[1] > cfg.max_tokens:
         raise ValueError(
@@ -354,7 +364,6 @@ def _prepare(
         )
     if cfg.samples < 1 or cfg.window < 1:
         raise ValueError("samples and window must be at least 1.")
-    sigma = cfg.noise_sigma if cfg.noise_sigma > 0 else reference_sigma(lm, cfg.noise_ref)
     runner = BlockRunner(lm, ids)
     probs = torch.softmax(runner.logits[0, -1].float(), -1)  # (V,)
     o = int(probs.argmax())
@@ -406,8 +415,9 @@ def trace(
     cfg = cfg or CausalTracingConfig()
     kinds = cfg.kind_list()
     t0 = time.perf_counter()
+    sigma = noise_sigma(lm, cfg)  # before the lock: measuring it takes the lock
     with lm.lock:
-        setup, runner = _prepare(lm, prompt, subject, cfg)
+        setup, runner = _prepare(lm, prompt, subject, cfg, sigma)
         S, L = cfg.samples, lm.n_layers
         n_tok = setup.ids.shape[1]
         clean = {k: torch.stack([runner.cache[f"blocks.{i}.{_KIND_HOOK[k]}"][0] for i in range(L)])
@@ -491,8 +501,9 @@ def trace_reference(
     cfg = cfg or CausalTracingConfig()
     kinds = cfg.kind_list()
     t0 = time.perf_counter()
+    sigma = noise_sigma(lm, cfg)  # before the lock: measuring it takes the lock
     with lm.lock:
-        setup, _ = _prepare(lm, prompt, subject, cfg)
+        setup, _ = _prepare(lm, prompt, subject, cfg, sigma)
         S, L = cfg.samples, lm.n_layers
         n_tok = setup.ids.shape[1]
         batch = setup.ids.repeat(S + 1, 1)  # (S+1, T)
@@ -612,7 +623,9 @@ def process(
     """Trace each fact the model answers correctly; record correctness for every fact."""
     from precompute.methods.logit_lens import prompt_frame
 
-    recs, prompts = [], []
+    recs, prompts, checks = [], [], []
+    if cfg.sample_every > 1:
+        items = [it for it in items if _id_number(it.prompt_id) % cfg.sample_every == 0]
     for item in items:
         subject, gold = fact_fields(item)
         try:
@@ -624,14 +637,26 @@ def process(
             r.scores = {}
         recs += trace_records(r, lm.n_layers, item.prompt_id, cfg)
         prompts.append(prompt_frame(lm, ctx, item, r.ids))
+        checks.append(
+            dict(model=ctx.model, method=ctx.method, dataset=ctx.dataset,
+                 prompt_id=item.prompt_id, subject=subject, gold=gold, prediction=r.answer,
+                 prediction_id=r.answer_id, p_prediction=r.p_clean, correct=bool(r.correct),
+                 subject_start=r.subject_range[0], subject_end=r.subject_range[1],
+                 run_id=ctx.run_id)
+        )
     df = ctx.metrics(recs)
-    if len(df) and "rel_depth" in df:
-        fact = df["layer_kind"] == "fact"
-        df.loc[fact, "rel_depth"] = 0.0
+    if len(df):
+        df.loc[df["layer_kind"] == "fact", "rel_depth"] = 0.0
     out = {"metrics": df}
     if prompts:
         out["prompts"] = pd.concat(prompts)
+        out["fact_checks"] = pd.DataFrame(checks)
     return out
+
+
+def _id_number(prompt_id: str) -> int:
+    m = re.search(r"(\d+)$", prompt_id)
+    return int(m.group(1)) if m else 0
 
 
 def _split_live_prompt(prompt: str) -> tuple[str, str]:
@@ -672,7 +697,7 @@ def result_frame(lm: LoadedModel, r: TraceResult) -> pd.DataFrame:
 # Benchmark
 
 BENCH_FACTS = [
-    ("The Eiffel Tower is located in the city of", "Eiffel Tower"),
+    ("The capital of France is the city of", "France"),
 ]
 
 
