@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -712,11 +713,15 @@ def _matmul_gflops(n: int = 2048, reps: int = 3) -> float:
 
 
 def bench_causal_tracing(model_name: str, args) -> dict:
-    """Time the reference (ROME) and fast traces on the same facts and noise, and a live trace."""
+    """Time the reference (ROME) and fast traces on the same facts and noise, and a live trace.
+
+    ``STAGESCOPE_CT_BENCH_KINDS`` (default ``hidden,mlp,attn``) picks the kinds compared.
+    """
     from precompute.models import load_model
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
-    cfg = CausalTracingConfig(kinds="hidden,mlp,attn")
+    kinds = os.environ.get("STAGESCOPE_CT_BENCH_KINDS", "hidden,mlp,attn")
+    cfg = CausalTracingConfig(kinds=kinds)
     reference_s = fast_s = 0.0
     diff = 0.0
     for text, subject in BENCH_FACTS:
