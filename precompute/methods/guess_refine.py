@@ -67,7 +67,8 @@ class GuessRefineConfig(BaseConfig):
     ``n_prompts`` = 150 WikiText prefixes (GUPTA: up to 100,000 Wikipedia prefixes) and
     ``max_chars`` = 600 (prefix cut inside the first 600 characters) are ours, for a CPU.
     ``n_facts`` limits the fact set; ``max_answer_tokens`` = 3 (tokens 0..2) [GUPTA];
-    ``mcq_k`` = 10 (format = all options in the top 10) [GUPTA, "<= 10"].
+    ``mcq_k`` = 10 (format = all options in the top 10) [GUPTA, "<= 10"]; prompts longer than
+    ``max_tokens`` = 200 keep their last tokens (ours; GUPTA truncates at 1024).
     """
 
     n_prompts: int = 150
@@ -77,6 +78,7 @@ class GuessRefineConfig(BaseConfig):
     n_facts: int = 400
     max_answer_tokens: int = 3
     mcq_k: int = 10
+    max_tokens: int = 200
     use_tuned: bool = True
     lens_dir: str = ""
 
@@ -227,9 +229,13 @@ def mcq_records(
 
 @torch.inference_mode()
 def last_position_logprobs(
-    lm: LoadedModel, ids: torch.Tensor, lenses: dict[str, TunedLens | None]
+    lm: LoadedModel, ids: torch.Tensor, lenses: dict[str, TunedLens | None], max_tokens: int = 200
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """Lens log-probabilities ``(S, V)`` at the last position for each lens, and ``y*``."""
+    """Lens log-probabilities ``(S, V)`` at the last position for each lens, and ``y*``.
+
+    Prompts longer than ``max_tokens`` keep their last ``max_tokens`` tokens.
+    """
+    ids = ids[:, -max_tokens:]
     states, logits = residual_states(lm, ids)  # (S, T, D), (T, V)
     last = states[:, -1:, :]  # (S, 1, D)
     out = {}
@@ -276,10 +282,10 @@ def run_baseline(lm, items, cfg, ctx, lenses) -> list[dict]:
     recs = []
     for it in baseline_prompts(items, cfg):
         text = it.text
-        logps, y = last_position_logprobs(lm, lm.tokenize(text), lenses)
+        logps, y = last_position_logprobs(lm, lm.tokenize(text), lenses, cfg.max_tokens)
         if _is_blank(lm, y):  # GUPTA: append a space and re-run; skip if still blank
             text = text + " "
-            logps, y = last_position_logprobs(lm, lm.tokenize(text), lenses)
+            logps, y = last_position_logprobs(lm, lm.tokenize(text), lenses, cfg.max_tokens)
             if _is_blank(lm, y):
                 continue
         for variant, logp in logps.items():
@@ -303,7 +309,7 @@ def run_facts(lm, items, cfg, lenses) -> list[dict]:
         if not answer:
             continue
         ids = lm.tokenize(it.text)  # (1, T)
-        logps, y = last_position_logprobs(lm, ids, lenses)
+        logps, y = last_position_logprobs(lm, ids, lenses, cfg.max_tokens)
         spaced, bare = answer_tokens(lm, answer)
         gold = spaced if spaced and y == spaced[0] else bare if bare and y == bare[0] else None
         if gold is None:
@@ -313,7 +319,7 @@ def run_facts(lm, items, cfg, lenses) -> list[dict]:
         for j, g in enumerate(gold):
             if j > 0:
                 ctx_ids = torch.cat([ids, ids.new_tensor([gold[:j]])], 1)
-                logps, y = last_position_logprobs(lm, ctx_ids, lenses)
+                logps, y = last_position_logprobs(lm, ctx_ids, lenses, cfg.max_tokens)
                 if y != g:
                     continue
             group = f"t{j}" if multi else "single"
@@ -353,7 +359,8 @@ def run_mcq(lm, cfg, lenses, path: Path = MCQ_FILE) -> list[dict]:
     option_ids = [lm.tokenizer(" " + o, add_special_tokens=False).input_ids[-1] for o in OPTIONS]
     recs = []
     for it in items:
-        logps, _ = last_position_logprobs(lm, lm.tokenize(prefix + mcq_prompt(it)), lenses)
+        ids = lm.tokenize(prefix + mcq_prompt(it))
+        logps, _ = last_position_logprobs(lm, ids, lenses, cfg.max_tokens)
         gold = OPTIONS.index(it["answer"])
         for variant, logp in logps.items():
             recs += mcq_records(logp, option_ids, gold, cfg.mcq_k, lm.n_layers, variant=variant,

@@ -1,0 +1,236 @@
+"""Data shaping for the tuned-lens pages ("Guess, then refine", "Lens disagreement").
+
+Queries of the ``guess_refine`` and ``tuned_lens`` rows, the live two-lens frame, and the few
+page-specific Altair builders (pure: DataFrame in, chart out) that ``app.charts`` has no match for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+from app import charts, data, live
+
+GR = "guess_refine"
+TL = "tuned_lens"
+BUCKETS = ["top10", "top100", "top1000", "rest"]
+BUCKET_LABELS = {
+    "top10": "10 most frequent",
+    "top100": "ranks 11-100",
+    "top1000": "ranks 101-1000",
+    "rest": "rarer",
+}
+LENS_LABELS = {"logit": "logit lens", "tuned": "tuned lens"}
+FACT_GROUPS = {
+    "single": "single-token answer",
+    "t0": "1st token of a longer answer",
+    "t1": "2nd token",
+    "t2": "3rd token",
+}
+
+
+def _agg(metric: str, dataset: str, models: list[str]) -> pd.DataFrame:
+    df = data.query(
+        """SELECT model, variant, layer, rel_depth, grp, mean, ci_lo, ci_hi, n
+           FROM metrics_agg WHERE method = ? AND metric = ? AND dataset = ?
+           ORDER BY model, variant, grp, layer""",
+        [GR, metric, dataset],
+    )
+    df = df[df["model"].isin(models)].copy()
+    df["lens"] = df["variant"].map(LENS_LABELS).fillna(df["variant"])
+    return df
+
+
+def bucket_shares(models: list[str]) -> pd.DataFrame:
+    """Share of lens top-1 tokens in each frequency bucket, per model, lens and layer."""
+    df = _agg("bucket_fraction", "wikitext", models)
+    df["bucket"] = df["grp"].map(BUCKET_LABELS)
+    df["order"] = df["grp"].map({b: i for i, b in enumerate(BUCKETS)})
+    return df
+
+
+def flip_rates(models: list[str]) -> pd.DataFrame:
+    """Refined (flip) rate per bucket of the layer's top-1 token, and over all tokens."""
+    df = _agg("flip_rate", "wikitext", models)
+    df["bucket"] = df["grp"].map({**BUCKET_LABELS, "all": "all tokens"})
+    return df
+
+
+def earliest_curves(models: list[str], dataset: str, metric: str) -> pd.DataFrame:
+    """Mean relative depth at which the prediction first (or for good) reaches rank <= k."""
+    df = _agg(metric, dataset, models)
+    if df.empty:
+        return df.assign(group=[], k=[])
+    parts = df["grp"].str.split("|k=", n=1, regex=False)
+    df["group"] = parts.str[0]
+    df["k"] = parts.str[1].astype(int)
+    return df
+
+
+def mcq_layers(models: list[str]) -> pd.DataFrame:
+    """Per layer: options in the top-k (format) and the lens's pick = final pick (decision)."""
+    frames = []
+    for metric, label in (
+        ("format_ok", "format: every option in the top 10"),
+        ("decision_final", "decision: picks the final answer"),
+    ):
+        df = _agg(metric, "mcq", models)
+        df["what"] = label
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def mcq_settled(models: list[str]) -> pd.DataFrame:
+    """Mean relative depth at which the format and the decision settle (stay true to the end)."""
+    rows = []
+    for metric, label in (
+        ("format_settled", "format settled"),
+        ("decision_settled", "decision settled"),
+        ("model_correct", "model's final answer correct (share)"),
+    ):
+        df = _agg(metric, "mcq", models)
+        df["what"] = label
+        rows.append(df)
+    out = pd.concat(rows, ignore_index=True)
+    return out[["model", "lens", "what", "mean", "ci_lo", "ci_hi", "n"]]
+
+
+def tuned_eval(models: list[str] | None, metric: str) -> pd.DataFrame:
+    """Held-out curves of the tuned-lens evaluation, both lenses."""
+    df = data.query(
+        """SELECT model, variant, layer, rel_depth, mean, ci_lo, ci_hi, n FROM metrics_agg
+           WHERE method = ? AND metric = ? ORDER BY model, variant, layer""",
+        [TL, metric],
+    )
+    if models:
+        df = df[df["model"].isin(models)]
+    df["lens"] = df["variant"].map(LENS_LABELS).fillna(df["variant"])
+    return df
+
+
+# ----------------------------------------------------------------------------------------------
+# Charts.
+
+
+def stacked_shares(df: pd.DataFrame) -> alt.FacetChart:
+    """Stacked bars: bucket shares by relative depth; a row per model, a column per lens."""
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X(
+                "rel_depth:Q",
+                title="relative depth (0 = embeddings, 1 = last)",
+                bin=alt.Bin(step=0.05),
+                scale=alt.Scale(domain=[0, 1.05]),
+            ),
+            y=alt.Y("mean:Q", title="share of lens top-1 tokens (fraction)", stack="normalize"),
+            color=alt.Color(
+                "bucket:N",
+                sort=[BUCKET_LABELS[b] for b in BUCKETS],
+                scale=alt.Scale(range=charts.OKABE_ITO),
+                title="corpus frequency of the top-1 token",
+            ),
+            order=alt.Order("order:Q"),
+            tooltip=[
+                "model",
+                "lens",
+                "layer",
+                "bucket",
+                alt.Tooltip("mean:Q", format=".2f", title="share"),
+                "n",
+            ],
+        )
+        .properties(height=170, width=300)
+        .facet(row=alt.Row("model:N", title=None), column=alt.Column("lens:N", title=None))
+    )
+
+
+def k_curves(df: pd.DataFrame, color: str = "group", title: str = "group") -> alt.Chart:
+    """Earliest relative depth reaching rank <= k, over k (log scale), dashed by lens."""
+    base = alt.Chart(df).encode(
+        x=alt.X("k:Q", scale=alt.Scale(type="log"), title="k (rank threshold, log scale)"),
+        color=alt.Color(f"{color}:N", scale=alt.Scale(range=charts.OKABE_ITO), title=title),
+    )
+    band = base.mark_area(opacity=0.15).encode(y="ci_lo:Q", y2="ci_hi:Q", detail="lens:N")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y(
+            "mean:Q",
+            title="relative depth where rank <= k first holds",
+            scale=alt.Scale(domain=[0, 1]),
+        ),
+        strokeDash=alt.StrokeDash("lens:N", title="lens"),
+        tooltip=[color, "lens", "k", alt.Tooltip("mean:Q", format=".3f"), "n"],
+    )
+    return alt.layer(band, line).properties(height=300)
+
+
+def disagreement_heatmap(df: pd.DataFrame, value: str, title: str, domain, reverse: bool):
+    """``charts.token_heatmap`` with a red frame on the cells where the two lenses disagree."""
+    heat = charts.token_heatmap(df, value, title, domain, reverse=reverse)
+    marks = df[df["disagree"]].copy()
+    if marks.empty:
+        return heat
+    marks["pos_label"] = marks["position"].astype(str) + ": " + marks["input_token"].astype(str)
+    order = (
+        df.assign(pos_label=df["position"].astype(str) + ": " + df["input_token"].astype(str))
+        .drop_duplicates("position")
+        .sort_values("position")["pos_label"]
+        .tolist()
+    )
+    frame = (
+        alt.Chart(marks)
+        .mark_rect(fill=None, stroke="#D55E00", strokeWidth=2)
+        .encode(x=alt.X("pos_label:N", sort=order), y=alt.Y("layer:O", sort="descending"))
+    )
+    return alt.layer(*heat.layer, frame).properties(height=heat.height, width=heat.width)
+
+
+# ----------------------------------------------------------------------------------------------
+# Live.
+
+
+def lens_dir() -> Path:
+    """Where the loaded results keep their lenses (embedded folder or the fetched Hub copy)."""
+    return Path(data.source().path) / "lenses"
+
+
+def live_compare(model_name: str, prompt: str, max_tokens: int) -> dict:
+    """Run both lenses on the student's prompt.
+
+    Returns:
+        ``{"frame": wide rows per (lens, layer, position) with ``disagree``, "lens": meta}``, or
+        ``{"missing": message}`` when no tuned lens exists for the model.
+    """
+    from precompute.methods.tuned_lens import LensMismatchError, compare_frame, find_lens
+
+    lm = live.get_model(model_name)
+    try:
+        lens = find_lens(lm, lens_dir())
+    except LensMismatchError as err:
+        return {"missing": str(err)}
+    if lens is None:
+        return {
+            "missing": f"No tuned lens has been trained for **{model_name}** in these results, so "
+            "only the logit lens can be shown (see the logit-lens page). An instructor trains one "
+            f"with `python -m precompute run --model {model_name} --methods tuned_lens`."
+        }
+    df = compare_frame(lm, lens, prompt, max_tokens)
+    n_tokens = int(lm.tokenize(prompt).shape[1])
+    logit = df[df["lens"] == "logit"].set_index(["layer", "position"])
+    tuned = df[df["lens"] == "tuned"].set_index(["layer", "position"])
+    dis = (logit["token_id"] != tuned["token_id"]).rename("disagree")
+    df = df.join(dis, on=["layer", "position"])
+    df["truncated"] = n_tokens > max_tokens
+    return {"frame": df, "lens": lens.meta}
+
+
+def disagreement_by_layer(df: pd.DataFrame) -> pd.DataFrame:
+    """Share of positions where the two lenses' top-1 tokens differ, per layer."""
+    one = df[df["lens"] == "logit"]
+    out = one.groupby("layer", as_index=False)["disagree"].mean()
+    n = int(one["n_layers"].iloc[0]) if len(one) else 1
+    out["rel_depth"] = out["layer"] / n
+    return out.rename(columns={"disagree": "share_disagree"})

@@ -1,0 +1,142 @@
+"""Lens disagreement.
+
+Lenses are instruments: where do the logit lens and the tuned lens read a layer differently?
+"""
+
+import json
+
+import altair as alt
+import streamlit as st
+
+from app import charts, data, live, ui
+from app import lens_compare_views as V
+
+METHOD = V.TL
+DOMAINS = {"top1_prob": (0.0, 1.0), "kl_to_final": (0.0, 10.0), "entropy": (0.0, 10.0)}
+TITLES = {"top1_prob": "top-1 prob", "kl_to_final": "KL to final (nats)",
+          "entropy": "entropy (nats)"}
+
+
+def average() -> None:
+    """Show (a) precomputed held-out KL to the final output, both lenses."""
+    st.subheader("On held-out text: how far is each lens from the final output?")
+    ui.badge("precomputed")
+    models = data.models_for(METHOD)
+    if not models:
+        ui.no_results(METHOD)
+        return
+    metric = st.segmented_control(
+        "Metric", ["kl_to_final", "ce_next_token", "entropy"], default="kl_to_final",
+        key="tl_metric", bind="query-params",
+    ) or "kl_to_final"
+    df = V.tuned_eval(models, metric)
+    titles = {"kl_to_final": "KL(final ‖ lens) (nats)", "ce_next_token": "next-token loss (nats)",
+              "entropy": "lens entropy (nats)"}
+    st.altair_chart(charts.depth_lines(df, titles[metric], stroke_dash="lens"), width="stretch")
+    st.markdown(
+        "**What to notice.** The tuned lens is trained to match the final output, so its KL is "
+        "lower, most of all in the first layers, where the logit lens reads the residual stream "
+        "through an unembedding those layers were never trained to write for. Both reach 0 at "
+        "the last layer. Our lenses were trained on a CPU budget far below the paper's (see "
+        "below), so the gap is a lower bound."
+    )
+    ui.download(df, f"tuned_lens_{metric}", key="dl-eval")
+    ui.provenance(
+        METHOD, models,
+        "Translators trained with SGD-Nesterov (TL defaults) on WikiText-2 paragraphs against the "
+        "model's own final distribution; evaluated on other paragraphs never used for training "
+        "(positions 1..T-1). The stored lens (float16, low rank) is the one evaluated. "
+        "`config_json` gives the budget: `cpu` (ours) or `paper` (TL: 250 × 2^18 tokens).",
+    )
+
+
+def live_panel() -> None:
+    """Show (b) live: both lenses on the student prompt, disagreements framed."""
+    st.subheader("Your prompt through both lenses")
+    ui.badge("live")
+    cfg = live.config()
+    model = live.model_picker(key="dis_model")
+    prompt = st.text_area("Prompt", value="The Eiffel Tower is located in the city of",
+                          key="dis_prompt", max_chars=cfg.max_prompt_chars, bind="query-params")
+    value = st.selectbox("Colour", list(DOMAINS), format_func=TITLES.get, key="dis_value",
+                         bind="query-params")
+    if st.button("Run both lenses", type="primary"):
+        try:
+            text = live.check_prompt(prompt)
+            with st.spinner("Running the model and both lenses ..."):
+                st.session_state["dis_result"] = {
+                    "model": model, **V.live_compare(model, text, min(cfg.max_live_tokens, 48))
+                }
+        except live.PromptError as err:
+            st.warning(str(err))
+            return
+    res = st.session_state.get("dis_result")
+    if res is None:
+        return
+    if "missing" in res:
+        st.info(res["missing"])
+        return
+    df = res["frame"]
+    if df["truncated"].any():
+        st.caption("Only the first 48 tokens were analysed.")
+    by_layer = V.disagreement_by_layer(df)
+    agree_from = by_layer.loc[by_layer["share_disagree"] > 0, "layer"].max()
+    st.markdown(
+        f"**{res['model']}**: cells framed in orange are where the two lenses pick different "
+        "top-1 tokens. " + (
+            f"From layer {int(agree_from) + 1} on they agree at every position."
+            if by_layer["share_disagree"].gt(0).any() else "They agree everywhere."
+        )
+    )
+    left, right = st.columns(2)
+    for col, lens in ((left, "logit"), (right, "tuned")):
+        col.markdown(f"**{V.LENS_LABELS[lens]}**")
+        one = df[df["lens"] == lens]
+        col.altair_chart(
+            V.disagreement_heatmap(one, value, TITLES[value], DOMAINS[value],
+                                   reverse=value != "top1_prob"),
+            width="stretch",
+        )
+    st.altair_chart(
+        alt.Chart(by_layer).mark_bar(color=charts.OKABE_ITO[5]).encode(
+            y=alt.Y("layer:O", sort="descending", title="residual state (0 = embeddings)"),
+            x=alt.X("share_disagree:Q", title="positions where the lenses disagree (fraction)",
+                    scale=alt.Scale(domain=[0, 1])),
+            tooltip=["layer", alt.Tooltip("share_disagree:Q", format=".2f")],
+        ).properties(height=260),
+        width="stretch",
+    )
+    st.markdown(
+        "**What to notice.** Disagreement is concentrated in the early layers, where the logit "
+        "lens often repeats the input token or a frequent word while the tuned lens already "
+        "leans towards the final prediction. Neither is 'the truth': each is a way of reading the "
+        "same residual stream."
+    )
+    with st.expander("The tuned lens used here"):
+        st.code(json.dumps({k: v for k, v in res["lens"].items()
+                            if k != "energy_kept_per_layer"}, indent=1)[:3000], language="json")
+    ui.download(df, "lens_disagreement_live", key="dl-dis")
+
+
+def main() -> None:
+    """Render the page."""
+    ui.page_header(
+        "Lens disagreement",
+        "Lenses are instruments: where do the logit lens and the tuned lens read the same layer "
+        "differently?",
+        [
+            ("Belrose et al. 2023", "https://arxiv.org/abs/2303.08112"),
+            ("nostalgebraist 2020", "https://www.lesswrong.com/posts/AcKRB8wDpdaN6v6ru"),
+            ("Gupta et al. 2025", "https://arxiv.org/abs/2510.18871"),
+        ],
+    )
+    st.markdown(
+        "The **logit lens** pushes each layer's residual stream straight through the final norm "
+        "and the unembedding. The **tuned lens** first applies a small affine translator trained "
+        "for that layer to match the model's final output. Untrained, the two are identical."
+    )
+    average()
+    live_panel()
+
+
+main()
