@@ -179,3 +179,23 @@ def test_bad_inputs_are_clear(tiny_models):
     with pytest.raises(ValueError, match="residual states"):
         T.TunedLens.zeros(lm).translate(torch.zeros(2, 3, lm.d_model))
     assert T.TunedLensConfig(budget="paper").resolved().tokens_per_step == 2**18
+
+
+@pytest.mark.slow
+def test_smollm2_zero_lens_and_shipped_lens():
+    from precompute.models import load_model
+
+    lm = load_model("smollm2-135m", device="cpu")
+    ids = lm.tokenize("The Eiffel Tower is located in the city of")
+    tuned = T.tuned_readout(lm, T.TunedLens.zeros(lm), ids)
+    assert torch.equal(tuned.kl, lens_readout(lm, ids).kl)
+    shipped = T.find_lens(lm)
+    if shipped is None:
+        pytest.skip("no trained smollm2 lens in data/results/lenses")
+    assert shipped.meta["model"] == "smollm2-135m" and shipped.A.shape == (30, 576, 576)
+    text = ("The small museum by the harbour opened in the spring. Its first exhibition showed "
+            "old maps of the coast, letters from sailors and a model of the lighthouse.")
+    r = T.tuned_readout(lm, shipped, lm.tokenize(text))
+    logit = lens_readout(lm, lm.tokenize(text))
+    assert r.kl[1:10, 1:].mean() < logit.kl[1:10, 1:].mean()  # early layers read better
+    assert float(r.kl[-1].abs().max()) < 1e-4
