@@ -68,6 +68,20 @@ def test_mask_and_score_hook_agree(tiny):
         assert a.p_new[g] == pytest.approx(b.p_new[g], abs=1e-6, rel=1e-5)
 
 
+def test_cached_prefix_matches_full_recompute(tiny):
+    fact = subject_tokens(tiny, PROMPT, SUBJECT)
+    q, n = fact.n_tokens - 1, tiny.n_layers
+    cuts = [Cut((), ())] + [
+        Cut(tuple(window_layers(c, 3, n)), tuple(block_keys(g, fact.start, fact.end, q)))
+        for g in BLOCK_SETS
+        for c in range(n)
+    ]
+    full = knockout_logprobs(tiny, fact.ids, cuts, use_cache=False)
+    for impl in IMPLS:
+        cached = knockout_logprobs(tiny, fact.ids, cuts, impl=impl, use_cache=True)
+        assert torch.allclose(cached, full, atol=1e-5)
+
+
 def test_knockout_changes_the_prediction(tiny):
     # Guard against hooks that never fire: cutting every earlier key in every layer matters.
     r = knockout_fact(tiny, PROMPT, SUBJECT, window=2 * tiny.n_layers)
