@@ -39,6 +39,7 @@ import os
 import random
 import shutil
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -122,12 +123,12 @@ class TunedLensConfig(BaseConfig):
 # Identity of a model: the lens refuses models it was not trained for.
 
 
-_HASH_CACHE: dict[int, dict] = {}
+_HASH_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # bridge -> identity
 
 
 def model_identity(lm: LoadedModel) -> dict:
     """Name, shapes, and short hashes of the tokenizer vocabulary and the unembedding."""
-    key = id(lm.bridge)
+    key = lm.bridge
     if key not in _HASH_CACHE:
         vocab = sorted(lm.tokenizer.get_vocab().items())
         tok_hash = hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
