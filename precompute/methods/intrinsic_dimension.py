@@ -336,5 +336,4 @@ METHOD = Method(
     process=process,
     run_one=None,
     chunk_size=None,  # every stimulus at once: the estimate is over the whole set
-    extra_datasets=("facts",),
 )
