@@ -50,9 +50,9 @@ def curves() -> None:
         "**What to notice.** Seed 000 reports that models of every size start using many "
         "dimensions around 40 % of their depth; Valeriani et al. find the ID rises, then falls "
         "to a minimum in intermediate layers where representations are most semantic. Compare "
-        "the *shape* across models, not the absolute level: with a few hundred texts in a space "
-        "of 576-640 dimensions, every estimator is biased low, and the PCA dimensions cannot "
-        "exceed the number of texts. With last-token vectors, the embedding layer (depth 0) "
+        "the *shape* across models, not the absolute level: with tens to hundreds of texts in "
+        "a space of 576-640 dimensions, every estimator is biased low, and the PCA dimensions "
+        "cannot exceed the number of texts. With last-token vectors, the embedding layer (depth 0) "
         "often has very few distinct points: many texts end in the same token."
     )
     ui.download(df, f"intrinsic_dimension_{estimator}_{pooling}_{dataset}")
@@ -106,7 +106,8 @@ def main() -> None:
     ui.provenance(
         ID_METHOD,
         None,
-        "WikiText-2 paragraphs (first 128 tokens) or the team's facts, one forward pass each; "
+        "WikiText-2 paragraphs (cut to `max_tokens`, see the config) or the team's facts, one "
+        "forward pass each; "
         "residual states h_0..h_L (h_L before the final norm). TwoNN discards the 10 % largest "
         "ratios (scikit-dimension default); MLE uses K = 5 neighbours. The estimators match "
         "scikit-dimension 0.5.0 to 1e-6 in the tests.",

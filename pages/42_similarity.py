@@ -170,7 +170,8 @@ def main() -> None:
     ui.provenance(
         RSA_METHOD,
         None,
-        "WikiText-2 paragraphs (first 128 tokens) or the team's facts; stimuli sorted by id so "
+        "WikiText-2 paragraphs (cut to `max_tokens`, see the config) or the team's facts; "
+        "stimuli sorted by id so "
         "every model's RDMs line up. Defaults (mean pooling without BOS, cosine, Spearman) are "
         "ours: seed 000 does not specify them (METHODS.md E3).",
     )
