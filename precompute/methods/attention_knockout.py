@@ -59,6 +59,7 @@ class KnockoutConfig(BaseConfig):
 
     ``window`` = 9 (GEVA notebook, GPT-2 XL; seed 000 uses 4, i.e. 5 inclusive layers).
     ``impl`` = score hook (ours; the mask path gives the same numbers, tested).
+    ``use_cache`` = True: the clean prefix's keys/values are reused (ours; same numbers, tested).
     ``n_items`` = 185 (ours: the team's whole fact set; only correct facts are knocked out).
     ``max_tokens`` = 64 (ours: fact prompts are short; longer prompts are refused, not cut,
     because cutting would move the last position).
@@ -70,6 +71,7 @@ class KnockoutConfig(BaseConfig):
 
     window: int = 9
     impl: str = "score_hook"
+    use_cache: bool = True
     n_items: int = 185
     stride: int = 1
     max_tokens: int = 64
@@ -402,6 +404,7 @@ def knockout_fact(
     max_tokens: int | None = 64,
     chunk_elems: int = 2**24,
     fact: FactPrompt | None = None,
+    use_cache: bool = True,
 ) -> KnockoutResult:
     """Knock out the three edge sets into the last position, window centred on every layer.
 
@@ -416,6 +419,7 @@ def knockout_fact(
         max_tokens: Longest prompt accepted.
         chunk_elems: Logits held at once.
         fact: A prompt already tokenised by ``subject_tokens``.
+        use_cache: Reuse the clean prefix's keys and values (see ``knockout_logprobs``).
 
     Returns:
         The curves, ``3 x L`` knocked-out probabilities in ``1 + 3L`` sequence forwards.
@@ -436,7 +440,9 @@ def knockout_fact(
         for g in BLOCK_SETS
         for c in range(n_layers)
     ]
-    logp = knockout_logprobs(lm, fact.ids, cuts, impl=impl, chunk_elems=chunk_elems)  # (1+3L, V)
+    logp = knockout_logprobs(
+        lm, fact.ids, cuts, impl=impl, chunk_elems=chunk_elems, use_cache=use_cache
+    )  # (1 + 3L, V)
     target = int(logp[0].argmax())
     p_base = float(logp[0, target].exp())
     p_new = logp[1:, target].exp().view(len(BLOCK_SETS), n_layers)  # (3, L)
@@ -572,7 +578,7 @@ def process(
         if not correct:
             continue
         r = knockout_fact(
-            lm, prompt, window=cfg.window, answer=answer, impl=cfg.impl,
+            lm, prompt, window=cfg.window, answer=answer, impl=cfg.impl, use_cache=cfg.use_cache,
             chunk_elems=cfg.chunk_elems, fact=fact,
         )
         recs += result_records(r, n_layers, pid)
@@ -608,7 +614,7 @@ def run_one(lm: LoadedModel, prompt: str, cfg: KnockoutConfig) -> pd.DataFrame:
     if not subject:
         prompt, subject = split_marked(prompt)
     r = knockout_fact(
-        lm, prompt, subject, window=cfg.window, impl=cfg.impl,
+        lm, prompt, subject, window=cfg.window, impl=cfg.impl, use_cache=cfg.use_cache,
         max_tokens=cfg.max_tokens, chunk_elems=cfg.chunk_elems,
     )
     return result_frame(r, lm.n_layers, lm.name)
