@@ -122,7 +122,7 @@ def test_smollm_last_state_decodes_its_own_answer():
     from precompute.datasets import load_facts
 
     lm = load_model("smollm2-135m")
-    items, _ = load_facts(n=120)
+    items, _ = load_facts()
     cfg = ProbesConfig(min_per_class=5, max_tokens=32)
     df = process(lm, items, cfg, RunContext(lm.name, "probes", "facts"))["metrics"]
     acc = df[df.metric == "probe_acc"].groupby("layer")["value"].mean()
