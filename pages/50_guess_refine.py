@@ -53,8 +53,9 @@ def earliest(models: list[str]) -> None:
                        bind="query-params")
     metric = "stable_layer_le_k" if stable else "earliest_layer_le_k"
     df = V.earliest_curves([model], "wikitext", metric)
-    df = df[df["group"].str.startswith("pred:")].copy()
-    df["frequency of the prediction"] = df["group"].str.removeprefix("pred:").map(V.BUCKET_LABELS)
+    df["frequency of the prediction"] = (
+        df["group"].str.removeprefix("pred:").map({**V.BUCKET_LABELS, "all": "all predictions"})
+    )
     st.markdown("**By how frequent the predicted token is** (WikiText prefixes)")
     st.altair_chart(V.k_curves(df, "frequency of the prediction", "predicted token"),
                     width="stretch")
