@@ -134,6 +134,17 @@ def test_process_rows(tiny_models):
     assert not wrong["fact_checks"]["correct"].any()
 
 
+def test_cached_prefix_matches_full_recompute(tiny):
+    clean = subject_tokens(tiny, TEMPLATE.format(CLEAN), CLEAN)
+    corr = swap_subject(tiny, clean, CORRUPT)
+    last, n = clean.n_tokens - 1, tiny.n_layers
+    patches = [Patch("resid", i, last) for i in range(n + 1)]
+    patches += [Patch("block_out", i, last) for i in range(n)] + [Patch("resid", 2, clean.start)]
+    full = patched_logits(tiny, clean.ids, corr.ids, patches, use_cache=False)
+    cached = patched_logits(tiny, clean.ids, corr.ids, patches, batch_rows=4, use_cache=True)
+    assert torch.allclose(cached, full, atol=TOL)
+
+
 def test_patched_logits_rows_are_clean_then_corrupted(tiny_models):
     lm = tiny_models["tiny-llama"]
     clean = subject_tokens(lm, TEMPLATE.format(CLEAN), CLEAN)

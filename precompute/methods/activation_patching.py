@@ -111,9 +111,16 @@ class Patch:
 
 
 def _row_hooks(
-    lm: LoadedModel, patches: Sequence[Patch | None], clean: dict[str, torch.Tensor]
+    lm: LoadedModel,
+    patches: Sequence[Patch | None],
+    clean: dict[str, torch.Tensor],
+    n_tokens: int,
 ) -> list[tuple[str, Callable]]:
-    """TransformerLens hooks that apply each row's patch (row ``r`` gets ``patches[r]``)."""
+    """TransformerLens hooks that apply each row's patch (row ``r`` gets ``patches[r]``).
+
+    The hooked tensors hold the positions being computed: all ``T``, or only the last ones when
+    the prefix comes from a key/value cache, so positions are counted from the end.
+    """
     names = resid_hook_names(lm.n_layers)
     by_name: dict[str, list[tuple[int, int, str, int]]] = {}
     for row, p in enumerate(patches):
@@ -130,17 +137,19 @@ def _row_hooks(
     kept: dict[tuple[int, int], torch.Tensor] = {}
 
     def make(name: str, todo: list[tuple[int, int, str, int]]) -> Callable:
-        def hook(x, hook):  # x: (B, T, D)
+        def hook(x, hook):  # x: (B, T_q, D), T_q = T or the positions after a cache
             x = x.clone()
+            offset = n_tokens - x.shape[1]
             for row, pos, op, layer in todo:
+                xi = pos - offset  # index of this position in x (the clean states are full)
                 if op == "set":
-                    x[row, pos] = clean[names[layer]][pos]
+                    x[row, xi] = clean[names[layer]][pos]
                 elif op == "keep":
-                    kept[(row, layer)] = x[row, pos].clone()
+                    kept[(row, layer)] = x[row, xi].clone()
                 else:  # add: the corrupted h_l plus the clean block's own delta
                     pre = clean[f"blocks.{layer}.hook_resid_pre"][pos]
                     post = clean[f"blocks.{layer}.hook_resid_post"][pos]
-                    x[row, pos] = kept[(row, layer)] + (post - pre)
+                    x[row, xi] = kept[(row, layer)] + (post - pre)
             return x
 
         return hook
@@ -156,8 +165,12 @@ def patched_logits(
     corr_ids: torch.Tensor,
     patches: Sequence[Patch],
     batch_rows: int = 128,
+    use_cache: bool = True,
 ) -> torch.Tensor:
     """Last-position logits: row 0 clean, row 1 corrupted, then one row per patch.
+
+    With ``use_cache``, rows patched at the last position reuse the corrupted prefix's keys and
+    values (the same numbers to float rounding, tested), which makes them ``T`` times cheaper.
 
     Args:
         lm: Loaded model.
@@ -165,6 +178,7 @@ def patched_logits(
         corr_ids: ``(1, T)``, same length.
         patches: Activations to copy from the clean run into the corrupted run.
         batch_rows: Most rows per forward pass.
+        use_cache: Reuse the corrupted prefix for last-position patches.
 
     Returns:
         ``(2 + len(patches), V)`` float32 logits at the last position.
@@ -183,24 +197,36 @@ def patched_logits(
         f"blocks.{i}.hook_resid_{s}" for i in range(n_layers) for s in ("pre", "post")
     }
     with lm.lock:
-        _, cache = lm.bridge.run_with_cache(
+        clean_logits, cache = lm.bridge.run_with_cache(
             clean_ids, names_filter=lambda n: n in names, logits_to_keep=1
         )
     clean = {n: cache[n][0] for n in names}  # (T, D) each
-    rows: list[Patch | None] = [None, None, *patches]
-    step = max(1, min(batch_rows, len(rows)))
-    out = []
-    for r0 in range(0, len(rows), step):
-        chunk = rows[r0 : r0 + step]
-        ids = corr_ids.expand(len(chunk), -1).clone()  # (B, T)
-        if r0 == 0:
-            ids[0] = clean_ids[0]
-        with lm.lock:
-            logits = lm.bridge.run_with_hooks(
-                ids, fwd_hooks=_row_hooks(lm, chunk, clean), logits_to_keep=1
-            )
-        out.append(logits[:, -1].float())
-    return torch.cat(out)
+    # Patches at the last position leave every earlier position of the corrupted run as it is:
+    # those rows reuse the corrupted prefix through a key/value cache and compute one token each.
+    last = n_tokens - 1
+    rows: list[Patch | None] = [None, *patches]  # row 0 here: the corrupted run
+    cacheable = use_cache and n_tokens > 1
+    fast = [i for i, p in enumerate(rows) if cacheable and (p is None or p.position == last)]
+    slow = [i for i in range(len(rows)) if i not in set(fast)]
+    out = torch.empty(len(rows), clean_logits.shape[-1])
+    for group, cached in ((fast, True), (slow, False)):
+        for r0 in range(0, len(group), max(1, batch_rows)):
+            idx = group[r0 : r0 + max(1, batch_rows)]
+            chunk = [rows[i] for i in idx]
+            ids = corr_ids.expand(len(idx), -1)  # (B, T)
+            kwargs: dict = {"logits_to_keep": 1}
+            with lm.lock:
+                if cached:
+                    _, past = lm.bridge(
+                        corr_ids[:, :-1], return_type="logits_and_cache", logits_to_keep=1
+                    )
+                    past.batch_repeat_interleave(len(idx))
+                    ids, kwargs = ids[:, -1:], {"past_key_values": past, "logits_to_keep": 1}
+                logits = lm.bridge.run_with_hooks(
+                    ids, fwd_hooks=_row_hooks(lm, chunk, clean, n_tokens), **kwargs
+                )
+            out[idx] = logits[:, -1].float()
+    return torch.cat([clean_logits[:, -1].float(), out])
 
 
 def variant_patches(variant: str, n_layers: int, last: int, subject_last: int) -> list[Patch]:
