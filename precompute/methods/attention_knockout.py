@@ -626,8 +626,6 @@ def run_one(lm: LoadedModel, prompt: str, cfg: KnockoutConfig) -> pd.DataFrame:
 BENCH_FACTS = (
     ("The Eiffel Tower is located in the city of", "Eiffel Tower"),
     ("The capital of France is the city of", "France"),
-    ("Michael Jordan is a professional player of the sport of", "Michael Jordan"),
-    ("The official language of Brazil is", "Brazil"),
 )
 
 
