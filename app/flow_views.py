@@ -74,7 +74,7 @@ def fact_counts(method: str, dataset: str) -> pd.DataFrame:
     )
     rows = []
     for model, g in df.groupby("model"):
-        g = g.set_index("metric")
+        g = g.drop_duplicates("metric").set_index("metric")
         tried = int(g.loc["answer_correct", "n"]) if "answer_correct" in g.index else 0
         acc = float(g.loc["answer_correct", "mean"]) if "answer_correct" in g.index else 0.0
         row = {"model": model, "facts tried": tried, "answered correctly": round(acc * tried)}
