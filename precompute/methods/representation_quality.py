@@ -55,7 +55,7 @@ import torch
 
 from precompute.methods import BaseConfig, Item, Method, RunContext
 from precompute.models import LoadedModel
-from precompute.representations import pooled_states
+from precompute.representations import PooledStates, pooled_states
 
 log = logging.getLogger(__name__)
 
@@ -562,7 +562,14 @@ def bench_representations(model_name: str, args) -> dict:
         log.warning("probes skipped in the bench: %s", err)
     timings["probes"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    res = rsa.rsa_from_pooled(ps, [it.prompt_id for it in items], rsa.RSAConfig())
+    ids = [it.prompt_id for it in items]
+    rsa_note = "all states"
+    try:
+        res = rsa.rsa_from_pooled(ps, ids, rsa.RSAConfig())
+    except ValueError as err:  # h_0 of facts whose first token (excluded) is the subject
+        rsa_note = f"h_1..h_L only ({err})"
+        without_h0 = PooledStates(ps.mean[1:], ps.last[1:], ps.n_tokens, ps.truncated)
+        res = rsa.rsa_from_pooled(without_h0, ids, rsa.RSAConfig())
     n_rows += res.similarity.size
     timings["rsa"] = time.perf_counter() - t1
     t1 = time.perf_counter()
@@ -581,6 +588,7 @@ def bench_representations(model_name: str, args) -> dict:
         "ratio": round(total / forward, 3),
         "seconds_by_step": {k: round(v, 3) for k, v in timings.items()},
         "rows": int(n_rows),
+        "rsa_states": rsa_note,
         "methods": ["intrinsic_dimension", "probes", "rsa", "representation_quality"],
     }
 
