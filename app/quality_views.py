@@ -15,6 +15,10 @@ PROBE_METRICS = {
     "probe_acc": ("probe accuracy", "held-out accuracy of the linear probe (5-fold CV)"),
     "control_acc": ("control (shuffled labels)", "the same probe trained on shuffled labels"),
     "majority_acc": ("majority class", "always guessing the most frequent answer"),
+    "template_acc": (
+        "template only",
+        "guessing the most frequent answer of the prompt's relation, without reading the model",
+    ),
     "selectivity": ("selectivity", "probe accuracy minus control accuracy"),
 }
 
@@ -193,7 +197,7 @@ def knows_uses_gap(dataset: str) -> pd.DataFrame:
 
 def knows_uses_frame(dataset: str) -> pd.DataFrame:
     """Probe accuracy, control and the patching effect on one relative-depth axis, long."""
-    probes = probe_curves(dataset, ["probe_acc", "control_acc"])
+    probes = probe_curves(dataset, ["probe_acc", "control_acc", "template_acc"])
     uses = uses_curve(dataset)
     cols = ["model", "curve", "layer", "rel_depth", "mean", "ci_lo", "ci_hi", "n"]
     frames = [probes[cols]] if len(probes) else []

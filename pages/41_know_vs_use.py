@@ -44,7 +44,8 @@ def knows_vs_uses(dataset: str) -> None:
         "answer: from there on the model uses it. Seed 000 finds the answer decodable 7-9 "
         "layers before it is used. Beware the first layers: facts of one relation share a "
         "template, so a probe can guess the answer class from the template alone (well above "
-        "the majority baseline at depth ~0) -- that is not knowledge of the fact."
+        "the majority baseline at depth ~0) -- that is not knowledge of the fact. The 'template "
+        "only' line shows how much the relation alone gives away."
     )
     ui.download(one, f"know_vs_use_{model}_{dataset}", key="dl-kvu")
 

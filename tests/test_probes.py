@@ -128,3 +128,18 @@ def test_smollm_last_state_decodes_its_own_answer():
     acc = df[df.metric == "probe_acc"].groupby("layer")["value"].mean()
     assert acc[lm.n_layers] > 0.8  # 0.92 on all 185 facts (62 kept, 10 answers)
     assert torch.isfinite(torch.tensor(df["value"].to_numpy())).all()
+
+
+def test_template_baseline_guesses_from_the_relation_alone():
+    from precompute.methods.probes import template_baseline
+
+    groups = np.array(["capital"] * 20 + ["language"] * 20)
+    y = np.array(["Paris"] * 20 + ["French"] * 20)
+    assert template_baseline(y, groups).mean() == pytest.approx(1.0)
+    rng = np.random.default_rng(6)
+    y2 = rng.integers(0, 2, 40)
+    s = rng.normal(size=(2, 40, 3))
+    df = RunContext("m", "probes", "d").metrics(
+        probe_records(s, y2, ProbesConfig(min_per_class=5), 1, groups)
+    )
+    assert (df[df.metric == "template_acc"].groupby("layer").size() == 5).all()

@@ -9,6 +9,8 @@ stratified cross-validation with a fixed seed. The label (``label_kind``, stored
 Controls, so that a high accuracy means something:
 
 * ``majority_acc``: always predicting the most frequent class of the training fold;
+* ``template_acc`` (when items carry a relation): the most frequent training answer of the
+  item's relation -- what the template alone gives away (METHODS.md E2 pitfall);
 * ``control_acc``: the same probe on labels shuffled once with a fixed seed (a control task in the
   spirit of Hewitt & Liang 2019), and ``selectivity = probe_acc - control_acc``.
 
@@ -192,6 +194,31 @@ def probe_layer(
     )
 
 
+def template_baseline(
+    y: np.ndarray, groups: np.ndarray, n_folds: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Per-fold accuracy of guessing from the prompt's template alone (METHODS.md E2 pitfall).
+
+    Each test example gets the most frequent training label among examples of its group (the
+    relation / template), or the overall majority when its group is unseen. Same folds as
+    :func:`probe_layer` (same labels, folds and seed).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    y, groups = np.asarray(y), np.asarray(groups)
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    out = []
+    for train, test in folds.split(np.zeros(len(y)), y):
+        overall = Counter(y[train].tolist()).most_common(1)[0][0]
+        best = {
+            g: Counter(y[train][groups[train] == g].tolist()).most_common(1)[0][0]
+            for g in set(groups[train].tolist())
+        }
+        pred = np.array([best.get(g, overall) for g in groups[test].tolist()], dtype=object)
+        out.append(float(np.mean(pred == y[test].astype(object))))
+    return np.array(out)
+
+
 def knows_layer(acc: np.ndarray | list, frac: float = 0.9) -> int:
     """Return the first state with accuracy >= ``frac`` x the best (METHODS.md B3 step 7)."""
     acc = np.asarray(acc, dtype=float)
@@ -205,7 +232,11 @@ def first_above(acc: np.ndarray | list, threshold: float) -> int | None:
 
 
 def probe_records(
-    states: np.ndarray, labels: np.ndarray | list, cfg: ProbesConfig, n_layers: int
+    states: np.ndarray,
+    labels: np.ndarray | list,
+    cfg: ProbesConfig,
+    n_layers: int,
+    groups: np.ndarray | list | None = None,
 ) -> list[dict]:
     """Probe every state and return ``metrics`` records.
 
@@ -215,6 +246,8 @@ def probe_records(
         labels: ``(N,)`` labels.
         cfg: Config (folds, ``C``, ``min_per_class``, thresholds).
         n_layers: ``L`` (for relative depth).
+        groups: Optional ``(N,)`` template / relation of each item: adds ``template_acc`` rows
+            (the same value at every state: a flat reference line).
 
     Raises:
         ValueError: Too few examples per class, a single class, or mismatched shapes.
@@ -234,6 +267,9 @@ def probe_records(
     base = dict(layer_kind="resid", n_layers=n_layers, variant=cfg.label_kind)
     recs: list[dict] = []
     mean_acc = []
+    tmpl = None
+    if groups is not None:
+        tmpl = template_baseline(y, np.asarray(groups)[keep], cfg.n_folds, cfg.seed)
     for i in range(states.shape[0]):
         r = probe_layer(states[i][keep], y, cfg.n_folds, cfg.C, cfg.max_iter, cfg.seed)
         mean_acc.append(float(r.probe_acc.mean()))
@@ -244,6 +280,8 @@ def probe_records(
             "selectivity": r.selectivity,
             "majority_acc": r.majority_acc,
         }
+        if tmpl is not None:
+            per_fold["template_acc"] = tmpl
         for metric, vals in per_fold.items():
             for k, v in enumerate(vals):
                 recs.append(
@@ -308,7 +346,10 @@ def process(
                          on_states=answer_collector(lm, answers))
     ids = [answers[j] for j in range(len(items))]
     labels = labels_for(lm, items, ids, cfg.label_kind)
-    return {"metrics": ctx.metrics(probe_records(reps.last, np.array(labels), cfg, lm.n_layers))}
+    groups = [it.fields.get("relation") or it.fields.get("relation_id") for it in items]
+    groups = None if any(g is None for g in groups) else groups
+    recs = probe_records(reps.last, np.array(labels), cfg, lm.n_layers, groups)
+    return {"metrics": ctx.metrics(recs)}
 
 
 METHOD = Method(
