@@ -56,6 +56,7 @@ from precompute.methods.attention_knockout import (
     clean_prediction,
     fact_check_row,
     fact_parts,
+    metrics_frame,
     prompt_row,
     subject_tokens,
     summary_record,
@@ -503,7 +504,7 @@ def process(
         recs += result_records(res, n_layers, pid)
         prompts.append(prompt_row(lm, ctx, pid, fact))
         done += 1
-    out = {"metrics": ctx.metrics(recs)}
+    out = {"metrics": metrics_frame(ctx, recs)}
     if prompts:
         out["prompts"] = pd.DataFrame(prompts)
     if checks:
@@ -522,7 +523,7 @@ def run_one(lm: LoadedModel, prompt: str, cfg: PatchingConfig) -> pd.DataFrame:
         max_tokens=cfg.max_tokens, batch_rows=cfg.batch_rows,
     )
     ctx = RunContext(model=lm.name, method="activation_patching", dataset="live")
-    df = ctx.metrics(result_records(r, lm.n_layers, "live"))
+    df = metrics_frame(ctx, result_records(r, lm.n_layers, "live"))
     df["answer"] = lm.tokenizer.decode([r.target_id])
     df["corrupt_answer"] = lm.tokenizer.decode([r.foil_id])
     return df

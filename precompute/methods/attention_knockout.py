@@ -470,6 +470,8 @@ def summary_record(
     return dict(
         prompt_id=prompt_id,
         variant=variant,
+        position=-1,
+        grp="",
         layer=-1,
         layer_kind="summary",
         n_layers=n_layers,
@@ -513,6 +515,15 @@ def result_records(r: KnockoutResult, n_layers: int, prompt_id: str) -> list[dic
         )
     )
     return recs
+
+
+def metrics_frame(ctx: RunContext, recs: list[dict]) -> pd.DataFrame:
+    """``ctx.metrics`` with every optional column filled on every record (no NaN columns)."""
+    for rec in recs:
+        rec.setdefault("variant", "")
+        rec.setdefault("position", -1)
+        rec.setdefault("grp", "")
+    return ctx.metrics(recs)
 
 
 def prompt_row(lm: LoadedModel, ctx: RunContext, prompt_id: str, fact: FactPrompt) -> dict:
@@ -583,7 +594,7 @@ def process(
         )
         recs += result_records(r, n_layers, pid)
         prompts.append(prompt_row(lm, ctx, pid, fact))
-    out = {"metrics": ctx.metrics(recs)}
+    out = {"metrics": metrics_frame(ctx, recs)}
     if prompts:
         out["prompts"] = pd.DataFrame(prompts)
     if checks:
@@ -605,7 +616,7 @@ def split_marked(prompt: str) -> tuple[str, str]:
 def result_frame(r: KnockoutResult, n_layers: int, model: str) -> pd.DataFrame:
     """Tidy rows of one live knockout (the ``metrics`` columns)."""
     ctx = RunContext(model=model, method="attention_knockout", dataset="live")
-    return ctx.metrics(result_records(r, n_layers, "live"))
+    return metrics_frame(ctx, result_records(r, n_layers, "live"))
 
 
 def run_one(lm: LoadedModel, prompt: str, cfg: KnockoutConfig) -> pd.DataFrame:
