@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from precompute import schema
 from precompute.methods import Item, RunContext
 from precompute.methods.activation_patching import (
     EFFECT_METRIC,
@@ -115,6 +116,8 @@ def test_process_rows(tiny_models):
     items = _facts(lm, ["capital", "layer", "sat"])
     ctx = RunContext(lm.name, "activation_patching", "facts", "run")
     out = process(lm, items, PatchingConfig(max_facts=1, candidates=2), ctx)
+    for table, frame in out.items():
+        schema.conform(table, frame)  # what the job writer does: no NaN in typed columns
     m = out["metrics"]
     summ = m[m["layer_kind"] == "summary"]
     assert (summ.loc[summ["metric"] == "answer_correct", "value"] == 1.0).all()
