@@ -86,6 +86,8 @@ def heatmaps() -> None:
     pid = st.selectbox("Fact", list(labels), format_func=labels.get, key="ct_fact",
                        bind="query-params")
     cells, info = fact_cells(model, dataset, pid)
+    st.caption("Embedded runs may trace only the last subject token and the last token "
+               "(config `token_range`, in 'How this was computed'); the live panel traces all.")
     show_heatmaps(cells, info.get("p_corrupt", 0.0), info.get("p_clean", 1.0))
     ui.download(cells, f"causal_tracing_{model}_{pid}", key="dl-ct-fact")
 
