@@ -78,8 +78,9 @@ class PatchingConfig(BaseConfig):
     """Defaults (all ours, METHODS.md B3 "Defaults (ours)").
 
     ``max_facts`` = 40 pairs per run (B3 suggests 200; CPU budget). The whole dataset is loaded
-    (``n_items`` = 0: all) because the swap subjects come from it. ``candidates`` = 8 same-relation
-    subjects tried per fact. ``batch_rows`` = 128 rows at most per forward pass.
+    (``n_items`` = 185: the team's whole file) because the swap subjects come from it.
+    ``candidates`` = 8 same-relation subjects tried per fact. ``batch_rows`` = 128 rows at most
+    per forward pass.
     ``stride`` = 1: try every ``stride``-th fact only (ours: spans every relation of a file
     ordered by relation; the swap partners still come from every fact).
     ``subject`` / ``corrupt_subject`` are for ``run-one`` only.
@@ -87,7 +88,7 @@ class PatchingConfig(BaseConfig):
 
     max_facts: int = 40
     stride: int = 1
-    n_items: int = 0
+    n_items: int = 185
     candidates: int = 8
     max_tokens: int = 64
     batch_rows: int = 128
