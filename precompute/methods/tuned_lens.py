@@ -258,6 +258,9 @@ class TunedLens:
         tmp.mkdir()
         save_file(tensors, str(tmp / LENS_FILE), metadata={"format": FORMAT})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        for f in (tmp / LENS_FILE, tmp / CONFIG_FILE):
+            f.chmod(0o644)  # readable by the app's user (e.g. uid 1000 in the Docker Space)
+        tmp.chmod(0o755)
         if folder.exists():
             trash = folder.with_name(f".{folder.name}.{os.getpid()}.old")
             os.replace(folder, trash)
