@@ -21,16 +21,12 @@ def curves() -> None:
         ui.no_results(METHOD)
         return
     picked = st.multiselect("Models", models, default=models, key="models", bind="query-params")
-    metric = (
-        st.segmented_control(
-            "Metric",
-            list(METRICS),
-            default="kl_to_final",
-            key="metric",
-            bind="query-params",
-            format_func=lambda m: METRICS[m][0],
-        )
-        or "kl_to_final"
+    metric = st.selectbox(
+        "Metric",
+        list(METRICS),
+        key="lens_metric",
+        bind="query-params",
+        format_func=lambda m: METRICS[m][0],
     )
     df = curve_frame(metric, picked)
     label, unit, note = METRICS[metric]

@@ -13,6 +13,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -107,8 +108,10 @@ def cmd_run_one(args: argparse.Namespace) -> int:
     if not prompt or not prompt.strip():
         raise ValueError("The prompt is empty: give some text with --prompt.")
     cfg = method.config_cls().with_overrides(_overrides(args.set))
-    lm = load_model(args.model, device=args.device)
-    df = method.run_one(lm, prompt, cfg)
+    # Libraries print progress to stdout; keep stdout for the JSON alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        lm = load_model(args.model, device=args.device)
+        df = method.run_one(lm, prompt, cfg)
     records = [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
     if args.json:
         sys.stdout.write(json.dumps(records) + "\n")

@@ -101,8 +101,10 @@ class LoadedModel:
             Token ids, shape ``(1, T)``, on the model's device.
         """
         ids = self.tokenizer(text, return_tensors="pt").input_ids  # (1, T)
-        if max_tokens is not None:
-            ids = ids[:, :max_tokens]
+        n_ctx = int(getattr(self.bridge.cfg, "n_ctx", 0) or 0)
+        limits = [x for x in (max_tokens, n_ctx) if x]
+        if limits:
+            ids = ids[:, : min(limits)]  # never past the model's context window
         return ids.to(self.device)
 
     def token_strs(self, ids: torch.Tensor | list[int]) -> list[str]:

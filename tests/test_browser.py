@@ -111,7 +111,7 @@ def test_every_page_opens_without_exception(server, page, slug, tmp_path):
 
 
 def test_url_reproduces_the_view(server, page):
-    page.goto(f"{server}/logit_lens?metric=entropy")
+    page.goto(f"{server}/logit_lens?hm_value=entropy")
     _wait_rendered(page)
-    assert "metric=entropy" in page.url
+    assert "hm_value=entropy" in page.url
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -57,8 +57,19 @@ def test_live_lens_panel_runs_the_student_prompt(monkeypatch):
     assert {"layer", "position", "token", "kl_to_final", "entropy", "top1_prob"} <= set(df.columns)
 
 
-@pytest.mark.parametrize("prompt,message", [("   ", "empty"), ("x" * 5000, "at most")])
-def test_live_lens_bad_prompts(monkeypatch, prompt, message):
-    at = _live_lens(monkeypatch, prompt)
+def test_live_lens_empty_prompt(monkeypatch):
+    at = _live_lens(monkeypatch, "   ")
     assert not at.exception
-    assert any(message in w.value for w in at.warning)
+    assert any("empty" in w.value for w in at.warning)
+
+
+def test_live_lens_long_prompt_is_cut_not_crashed(monkeypatch):
+    at = _live_lens(monkeypatch, "word " * 1000)  # the text box caps it at max_chars
+    assert not at.exception
+
+
+def test_check_prompt_refuses_overlong_text():
+    from app.live import PromptError, check_prompt
+
+    with pytest.raises(PromptError, match="at most 2,000"):
+        check_prompt("x" * 5000, max_chars=2000)
