@@ -249,7 +249,7 @@ def segment(x: np.ndarray, k: int = 4, min_size: int = 1) -> list[int]:
     return sorted(cuts)[1:]  # drop the leading 0
 
 
-def stage_boundaries(mat: pd.DataFrame, k: int = 4) -> pd.DataFrame:
+def stage_boundaries(mat: pd.DataFrame, k: int = 4, min_size: int = 1) -> pd.DataFrame:
     """Estimated stage boundaries of one model from its ``signature_matrix``.
 
     Returns:
@@ -261,9 +261,9 @@ def stage_boundaries(mat: pd.DataFrame, k: int = 4) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     wide = mat.pivot_table(index="layer", columns="key", values="value").sort_index()
     n = len(wide)
-    if n < k:
+    if n < k * min_size:
         return pd.DataFrame(columns=cols)
-    cuts = segment(wide.to_numpy(), k)
+    cuts = segment(wide.to_numpy(), k, min_size)
     model = mat["model"].iloc[0]
     step = 1.0 / max(n - 1, 1)
     return pd.DataFrame(
@@ -275,7 +275,9 @@ def stage_boundaries(mat: pd.DataFrame, k: int = 4) -> pd.DataFrame:
     )
 
 
-def stage_map(keys: list[str] | None = None, k: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stage_map(
+    keys: list[str] | None = None, k: int = 4, min_size: int = 1
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Normalised signatures and estimated boundaries for every model with any signature."""
     keys = keys or STAGE_KEYS
     frames = []
@@ -288,7 +290,7 @@ def stage_map(keys: list[str] | None = None, k: int = 4) -> tuple[pd.DataFrame, 
     df = pd.concat(frames, ignore_index=True)
     mats = [signature_matrix(df, m, keys) for m in sorted(df["model"].unique())]
     mat = pd.concat([m for m in mats if not m.empty], ignore_index=True) if mats else df.iloc[:0]
-    bounds = [stage_boundaries(mat[mat["model"] == m], k) for m in mat["model"].unique()]
+    bounds = [stage_boundaries(mat[mat["model"] == m], k, min_size) for m in mat["model"].unique()]
     bounds = [b for b in bounds if not b.empty]
     return mat, (pd.concat(bounds, ignore_index=True) if bounds else pd.DataFrame())
 
