@@ -42,7 +42,7 @@ def datasets(method: str = METHOD) -> list[str]:
 def windows(dataset: str) -> list[str]:
     """Knockout windows present (``variant`` = ``W9`` ...), smallest first."""
     df = data.query(
-        "SELECT DISTINCT variant FROM metrics_agg WHERE method = ? AND dataset = ? "
+        "SELECT DISTINCT variant FROM metrics WHERE method = ? AND dataset = ? "
         "AND metric = 'relative_diff_pct'",
         [METHOD, dataset],
     )
@@ -51,13 +51,19 @@ def windows(dataset: str) -> list[str]:
 
 def knockout_curves(dataset: str, window: str, models: list[str] | None = None) -> pd.DataFrame:
     """Mean relative change of p(prediction) per edge set and window centre, 95 % interval."""
+    # Aggregated here from the per-fact rows (mean, 95 % interval = 1.96 SEM), so results written
+    # before the rows carried position = -1 (which metrics_agg needs) still show.
     df = data.query(
-        """SELECT model, grp, layer, n_layers, rel_depth, mean, ci_lo, ci_hi, n, unit
-           FROM metrics_agg WHERE method = ? AND dataset = ? AND variant = ?
+        """SELECT model, grp, layer, n_layers, rel_depth, avg(value) AS mean,
+                  coalesce(stddev_samp(value) / sqrt(count(*)), 0) AS sem, count(*) AS n, unit
+           FROM metrics WHERE method = ? AND dataset = ? AND variant = ?
            AND metric = 'relative_diff_pct' AND layer_kind = 'window_center'
+           GROUP BY model, grp, layer, n_layers, rel_depth, unit
            ORDER BY model, grp, layer""",
         [METHOD, dataset, window],
     )
+    df["ci_lo"] = df["mean"] - 1.96 * df["sem"]
+    df["ci_hi"] = df["mean"] + 1.96 * df["sem"]
     if models:
         df = df[df["model"].isin(models)]
     df["edges"] = df["grp"].map(EDGES)

@@ -411,7 +411,7 @@ def result_records(r: PatchResult, n_layers: int, prompt_id: str) -> list[dict]:
                     dict(
                         prompt_id=prompt_id,
                         variant=v,
-                        position=r.clean.end - 1 if v == "resid_subject_last" else -1,
+                        position=-1,  # the variant names the position; metrics_agg reads -1
                         layer=layer,
                         layer_kind=kind,
                         n_layers=n_layers,

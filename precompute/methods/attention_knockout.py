@@ -498,7 +498,7 @@ def result_records(r: KnockoutResult, n_layers: int, prompt_id: str) -> list[dic
                     dict(
                         prompt_id=prompt_id,
                         variant=variant,
-                        position=r.fact.n_tokens - 1,
+                        position=-1,  # the last position (METHODS.md 0.3; metrics_agg reads -1)
                         layer=layer,
                         layer_kind="window_center",
                         n_layers=n_layers,
