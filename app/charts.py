@@ -56,6 +56,7 @@ def depth_lines(
     bands: bool = True,
     height: int = 300,
     stroke_dash: str | None = None,
+    y_scale: str = "linear",
 ) -> alt.LayerChart:
     """Mean curves over depth with a 95 % interval band, one colour per model.
 
@@ -68,6 +69,7 @@ def depth_lines(
         bands: Draw the stage hypothesis bands.
         height: Pixel height.
         stroke_dash: Optional column for dashed lines (e.g. a variant).
+        y_scale: ``linear`` or ``symlog`` (for quantities spanning orders of magnitude).
     """
     base = alt.Chart(df).encode(
         x=alt.X(
@@ -77,9 +79,13 @@ def depth_lines(
         ),
         color=alt.Color(f"{color}:N", scale=alt.Scale(range=OKABE_ITO), title=color),
     )
-    band = base.mark_area(opacity=0.2).encode(y="ci_lo:Q", y2="ci_hi:Q")
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("ci_lo:Q", scale=alt.Scale(type=y_scale)),
+        y2="ci_hi:Q",
+        color=alt.Color(f"{color}:N", scale=alt.Scale(range=OKABE_ITO), legend=None),
+    )
     enc = dict(
-        y=alt.Y("mean:Q", title=y_title),
+        y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(type=y_scale)),
         tooltip=[color, alt.Tooltip(x, format=".2f"), alt.Tooltip("mean:Q", format=".4f"), "n:Q"],
     )
     if stroke_dash:
@@ -87,7 +93,9 @@ def depth_lines(
         enc["detail"] = f"{stroke_dash}:N"
     line = base.mark_line(point=alt.OverlayMarkDef(size=18)).encode(**enc)
     layers = [stage_bands(bands), band, line] if bands else [band, line]
-    return alt.layer(*[layer for layer in layers if layer is not None]).properties(height=height)
+    chart = alt.layer(*[layer for layer in layers if layer is not None]).properties(height=height)
+    # The stage bands have their own (grey) colour scale; models keep the Okabe-Ito palette.
+    return chart.resolve_scale(color="independent")
 
 
 def token_heatmap(

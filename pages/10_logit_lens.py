@@ -30,7 +30,9 @@ def curves() -> None:
     )
     df = curve_frame(metric, picked)
     label, unit, note = METRICS[metric]
-    st.altair_chart(charts.depth_lines(df, f"{label} ({unit})"), width="stretch")
+    scale = "symlog" if unit == "nats" else "linear"  # nats span 0 to hundreds
+    title = f"{label} ({unit}{', symlog axis' if scale == 'symlog' else ''})"
+    st.altair_chart(charts.depth_lines(df, title, y_scale=scale), width="stretch")
     st.markdown(f"**What to notice.** {note}")
     ui.download(df, f"logit_lens_{metric}")
     ui.provenance(
