@@ -152,13 +152,16 @@ def subject_tokens(
     if not (0 <= cs < ce <= len(prompt)):
         raise ValueError(f"The subject span {char_span} is not inside the prompt.")
     enc = lm.tokenizer(prompt, return_offsets_mapping=True)
-    ids = lm.tokenize(prompt)  # (1, T)
-    if enc.input_ids != ids[0].tolist():
-        raise ValueError("The tokenizer's offsets do not match the model's tokens for this prompt.")
-    n = ids.shape[1]
+    n = len(enc.input_ids)
     if max_tokens is not None and n > max_tokens:
         raise ValueError(
             f"The prompt has {n} tokens; the limit is {max_tokens}. Use a shorter fact prompt."
+        )
+    ids = lm.tokenize(prompt)  # (1, T)
+    if enc.input_ids != ids[0].tolist():
+        raise ValueError(
+            "The prompt is longer than the model's context window, or the tokenizer's offsets "
+            "do not match the model's tokens for this prompt."
         )
     spans = enc.offset_mapping
     inside = [i for i, (s, e) in enumerate(spans) if e > s and s < ce and e > cs]
