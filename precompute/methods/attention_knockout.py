@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from precompute.benchutil import matmul_peak_flops
 from precompute.methods import BaseConfig, Item, Method, RunContext, rel_depth
 from precompute.models import LoadedModel
 
@@ -592,8 +593,14 @@ def process(
         if not correct:
             continue
         r = knockout_fact(
-            lm, prompt, window=cfg.window, answer=answer, impl=cfg.impl, use_cache=cfg.use_cache,
-            chunk_elems=cfg.chunk_elems, fact=fact,
+            lm,
+            prompt,
+            window=cfg.window,
+            answer=answer,
+            impl=cfg.impl,
+            use_cache=cfg.use_cache,
+            chunk_elems=cfg.chunk_elems,
+            fact=fact,
         )
         recs += result_records(r, n_layers, pid)
         prompts.append(prompt_row(lm, ctx, pid, fact))
@@ -628,8 +635,14 @@ def run_one(lm: LoadedModel, prompt: str, cfg: KnockoutConfig) -> pd.DataFrame:
     if not subject:
         prompt, subject = split_marked(prompt)
     r = knockout_fact(
-        lm, prompt, subject, window=cfg.window, impl=cfg.impl, use_cache=cfg.use_cache,
-        max_tokens=cfg.max_tokens, chunk_elems=cfg.chunk_elems,
+        lm,
+        prompt,
+        subject,
+        window=cfg.window,
+        impl=cfg.impl,
+        use_cache=cfg.use_cache,
+        max_tokens=cfg.max_tokens,
+        chunk_elems=cfg.chunk_elems,
     )
     return result_frame(r, lm.n_layers, lm.name)
 
@@ -641,16 +654,6 @@ BENCH_FACTS = (
     ("The Eiffel Tower is located in the city of", "Eiffel Tower"),
     ("The capital of France is the city of", "France"),
 )
-
-
-def _matmul_gflops(n: int = 2048, reps: int = 3) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def bench(model_name: str, args) -> dict:
@@ -701,7 +704,7 @@ def bench(model_name: str, args) -> dict:
         "cache_speedup": timings["uncached"] / timings["score_hook"],
         "max_abs_diff_mask_vs_hook": diff("mask", "score_hook"),
         "max_abs_diff_cached_vs_uncached": diff("uncached", "score_hook"),
-        "matmul_gflops_fp32": _matmul_gflops(),
+        "matmul_gflops_fp32": matmul_peak_flops() / 1e9,
     }
 
 

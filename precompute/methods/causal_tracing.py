@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 
 from precompute.activations import unembed
+from precompute.benchutil import matmul_peak_flops
 from precompute.methods import BaseConfig, Item, Method, RunContext
 from precompute.models import LoadedModel
 
@@ -421,8 +422,10 @@ def trace(
         setup, runner = _prepare(lm, prompt, subject, cfg, sigma)
         S, L = cfg.samples, lm.n_layers
         n_tok = setup.ids.shape[1]
-        clean = {k: torch.stack([runner.cache[f"blocks.{i}.{_KIND_HOOK[k]}"][0] for i in range(L)])
-                 for k in kinds}  # kind -> (L, T, D)
+        clean = {
+            k: torch.stack([runner.cache[f"blocks.{i}.{_KIND_HOOK[k]}"][0] for i in range(L)])
+            for k in kinds
+        }  # kind -> (L, T, D)
         # Corrupted run: S copies; cache every block's input and the last block's output.
         with lm.bridge.hooks(fwd_hooks=[("hook_embed", _noise_hook(setup, 0))]):
             logits, cache = lm.bridge.run_with_cache(
@@ -442,8 +445,12 @@ def trace(
                 mask[: setup.b] = False
                 scores[k][mask] = float("nan")
         per_batch = max(1, cfg.batch_seqs // S)
-        jobs = [(k, layer, positions[i : i + per_batch])
-                for k in kinds for layer in range(L) for i in range(0, len(positions), per_batch)]
+        jobs = [
+            (k, layer, positions[i : i + per_batch])
+            for k in kinds
+            for layer in range(L)
+            for i in range(0, len(positions), per_batch)
+        ]
         for j, (kind, layer, pos) in enumerate(jobs):
             tpos = torch.tensor(pos, device=lm.device).repeat_interleave(S)  # (B,)
             rows = torch.arange(len(tpos), device=lm.device)
@@ -520,8 +527,10 @@ def trace_reference(
         for kind in kinds:
             for t in traced_positions(cfg, n_tok, setup.b, setup.e):
                 for layer in range(L):
-                    span = range(layer, layer + 1) if kind == "hidden" else window_layers(
-                        layer, cfg.window, L
+                    span = (
+                        range(layer, layer + 1)
+                        if kind == "hidden"
+                        else window_layers(layer, cfg.window, L)
                     )
                     fn = _bind_t(restore, t)
                     hooks = [noise] + [(f"blocks.{i}.{_KIND_HOOK[kind]}", fn) for i in span]
@@ -577,10 +586,30 @@ def trace_records(r: TraceResult, n_layers: int, prompt_id: str, cfg: CausalTrac
                 p = float(grid[t, layer])
                 if p != p:  # not traced (token_range)
                     continue
-                recs.append(dict(base, variant=kind, position=t, grp=groups[t], layer=layer,
-                                 metric="p_restored", value=p, unit="prob"))
-                recs.append(dict(base, variant=kind, position=t, grp=groups[t], layer=layer,
-                                 metric="indirect_effect", value=p - r.p_corrupt, unit="prob"))
+                recs.append(
+                    dict(
+                        base,
+                        variant=kind,
+                        position=t,
+                        grp=groups[t],
+                        layer=layer,
+                        metric="p_restored",
+                        value=p,
+                        unit="prob",
+                    )
+                )
+                recs.append(
+                    dict(
+                        base,
+                        variant=kind,
+                        position=t,
+                        grp=groups[t],
+                        layer=layer,
+                        metric="indirect_effect",
+                        value=p - r.p_corrupt,
+                        unit="prob",
+                    )
+                )
         for g in TOKEN_GROUPS:
             rows = [t for t in range(r.n_tokens) if groups[t] == g]
             if not rows:
@@ -591,8 +620,18 @@ def trace_records(r: TraceResult, n_layers: int, prompt_id: str, cfg: CausalTrac
                 if v != v:
                     continue
                 for metric, value in (("indirect_effect", v - r.p_corrupt), ("p_restored", v)):
-                    recs.append(dict(base, variant=kind, position=-1, grp=g, layer=layer,
-                                     metric=metric, value=value, unit="prob"))
+                    recs.append(
+                        dict(
+                            base,
+                            variant=kind,
+                            position=-1,
+                            grp=g,
+                            layer=layer,
+                            metric=metric,
+                            value=value,
+                            unit="prob",
+                        )
+                    )
     recs += fact_records(r, n_layers, prompt_id)
     return recs
 
@@ -612,8 +651,18 @@ def fact_records(r: TraceResult, n_layers: int, prompt_id: str) -> list[dict]:
     if r.correct is not None:
         vals["correct"] = (float(r.correct), "fraction")
     return [
-        dict(prompt_id=prompt_id, variant="", position=-1, grp="", layer=0, layer_kind="fact",
-             n_layers=n_layers, metric=m, value=float(v), unit=u)
+        dict(
+            prompt_id=prompt_id,
+            variant="",
+            position=-1,
+            grp="",
+            layer=0,
+            layer_kind="fact",
+            n_layers=n_layers,
+            metric=m,
+            value=float(v),
+            unit=u,
+        )
         for m, (v, u) in vals.items()
     ]
 
@@ -639,11 +688,21 @@ def process(
         recs += trace_records(r, lm.n_layers, item.prompt_id, cfg)
         prompts.append(prompt_frame(lm, ctx, item, r.ids))
         checks.append(
-            dict(model=ctx.model, method=ctx.method, dataset=ctx.dataset,
-                 prompt_id=item.prompt_id, subject=subject, gold=gold, prediction=r.answer,
-                 prediction_id=r.answer_id, p_prediction=r.p_clean, correct=bool(r.correct),
-                 subject_start=r.subject_range[0], subject_end=r.subject_range[1],
-                 run_id=ctx.run_id)
+            dict(
+                model=ctx.model,
+                method=ctx.method,
+                dataset=ctx.dataset,
+                prompt_id=item.prompt_id,
+                subject=subject,
+                gold=gold,
+                prediction=r.answer,
+                prediction_id=r.answer_id,
+                p_prediction=r.p_clean,
+                correct=bool(r.correct),
+                subject_start=r.subject_range[0],
+                subject_end=r.subject_range[1],
+                run_id=ctx.run_id,
+            )
         )
     df = ctx.metrics(recs)
     if len(df):
@@ -684,12 +743,20 @@ def result_frame(lm: LoadedModel, r: TraceResult) -> pd.DataFrame:
         for t in range(r.n_tokens):
             for layer in range(lm.n_layers):
                 rows.append(
-                    dict(kind=kind, position=t, input_token=r.tokens[t], grp=groups[t],
-                         layer=layer, rel_depth=layer / max(lm.n_layers - 1, 1),
-                         p_restored=float(grid[t, layer]),
-                         indirect_effect=float(grid[t, layer]) - r.p_corrupt,
-                         subject=r.subject_range[0] <= t < r.subject_range[1],
-                         p_clean=r.p_clean, p_corrupt=r.p_corrupt, answer=r.answer)
+                    dict(
+                        kind=kind,
+                        position=t,
+                        input_token=r.tokens[t],
+                        grp=groups[t],
+                        layer=layer,
+                        rel_depth=layer / max(lm.n_layers - 1, 1),
+                        p_restored=float(grid[t, layer]),
+                        indirect_effect=float(grid[t, layer]) - r.p_corrupt,
+                        subject=r.subject_range[0] <= t < r.subject_range[1],
+                        p_clean=r.p_clean,
+                        p_corrupt=r.p_corrupt,
+                        answer=r.answer,
+                    )
                 )
     return pd.DataFrame(rows)
 
@@ -700,16 +767,6 @@ def result_frame(lm: LoadedModel, r: TraceResult) -> pd.DataFrame:
 BENCH_FACTS = [
     ("The capital of France is the city of", "France"),
 ]
-
-
-def _matmul_gflops(n: int = 2048, reps: int = 3) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def bench_causal_tracing(model_name: str, args) -> dict:
@@ -746,7 +803,7 @@ def bench_causal_tracing(model_name: str, args) -> dict:
         "max_abs_diff": diff,
         "live_trace_seconds": round(live.seconds, 3),
         "live_trace_tokens": live.n_tokens,
-        "matmul_gflops_f32": round(_matmul_gflops(), 1),
+        "matmul_gflops_f32": round(matmul_peak_flops() / 1e9, 1),
         "torch_threads": torch.get_num_threads(),
     }
 

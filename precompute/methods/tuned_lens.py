@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from precompute.activations import final_norm, residual_states
+from precompute.benchutil import matmul_peak_flops
 from precompute.methods import BaseConfig, Item, Method, RunContext
 from precompute.methods.logit_lens import LensReadout, doc_records, lens_from_states
 from precompute.models import LoadedModel
@@ -248,8 +248,13 @@ class TunedLens:
         else:
             tensors["A"] = self.A.to(tdt[dtype]).contiguous()
             rank = d
-        meta = dict(self.meta, format=FORMAT, rank=rank, dtype=dtype,
-                    energy_kept_per_layer=[round(k, 6) for k in kept] or None)
+        meta = dict(
+            self.meta,
+            format=FORMAT,
+            rank=rank,
+            dtype=dtype,
+            energy_kept_per_layer=[round(k, 6) for k in kept] or None,
+        )
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
@@ -309,9 +314,7 @@ def find_lens(lm: LoadedModel, lens_dir: str | Path | None = None) -> TunedLens 
     return TunedLens.load(folder, lm)
 
 
-def tuned_readout(
-    lm: LoadedModel, lens: TunedLens, ids: torch.Tensor, k: int = 10
-) -> LensReadout:
+def tuned_readout(lm: LoadedModel, lens: TunedLens, ids: torch.Tensor, k: int = 10) -> LensReadout:
     """Tuned-lens read-outs of one prompt ``(1, T)``, same fields as the logit lens."""
     states, logits = residual_states(lm, ids)  # (L+1, T, D), (T, V)
     return lens_from_states(lm, lens.translate(states), logits, ids[0], k=k)
@@ -359,8 +362,9 @@ def unembed_kl_sum(
 ) -> torch.Tensor:
     """Sum over rows of KL(p || lens) for normed states ``x`` ``(N, D)`` (differentiable in x)."""
     w, b = _unembed_weights(lm)
-    return _UnembedKL.apply(x, w.detach(), None if b is None else b.detach(), p, neg_ent_p,
-                            _softcap(lm))
+    return _UnembedKL.apply(
+        x, w.detach(), None if b is None else b.detach(), p, neg_ent_p, _softcap(lm)
+    )
 
 
 @contextlib.contextmanager
@@ -410,8 +414,13 @@ class Trainer:
         ckpt: Checkpoint file (``None``: no checkpoints).
     """
 
-    def __init__(self, lm: LoadedModel, docs: list[torch.Tensor], cfg: TunedLensConfig,
-                 ckpt: Path | None = None):
+    def __init__(
+        self,
+        lm: LoadedModel,
+        docs: list[torch.Tensor],
+        cfg: TunedLensConfig,
+        ckpt: Path | None = None,
+    ):
         if not docs:
             raise ValueError("No training text: the tuned lens needs at least one document.")
         self.lm, self.docs, self.cfg, self.ckpt = lm, docs, cfg, ckpt
@@ -419,8 +428,13 @@ class Trainer:
         self.A = [torch.zeros(d, d, requires_grad=True) for _ in range(n)]
         self.b = [torch.zeros(d, requires_grad=True) for _ in range(n)]
         self.params = [*self.A, *self.b]
-        self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                                   weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.SGD(
+            self.params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=True,
+            weight_decay=cfg.weight_decay,
+        )
         steps = cfg.num_steps
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1.0 - s / steps)
         self.step = 0
@@ -495,8 +509,12 @@ class Trainer:
             self.seconds += time.perf_counter() - t0
             self.log.append({"step": self.step, "mean_kl": sum(kl) / len(kl), "kl": kl})
             done += 1
-            log.info("tuned lens step %d/%d: mean train KL %.3f nats", self.step,
-                     self.cfg.num_steps, self.log[-1]["mean_kl"])
+            log.info(
+                "tuned lens step %d/%d: mean train KL %.3f nats",
+                self.step,
+                self.cfg.num_steps,
+                self.log[-1]["mean_kl"],
+            )
             if self.ckpt is not None and (
                 self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.num_steps
             ):
@@ -547,8 +565,13 @@ def tokenize_docs(lm: LoadedModel, items: list[Item], max_tokens: int) -> list[t
     return [d for d in docs if d.numel() >= 2]
 
 
-def train_lens(lm: LoadedModel, items: list[Item], cfg: TunedLensConfig,
-               ckpt: Path | None = None, stop_after: int | None = None) -> tuple[TunedLens, dict]:
+def train_lens(
+    lm: LoadedModel,
+    items: list[Item],
+    cfg: TunedLensConfig,
+    ckpt: Path | None = None,
+    stop_after: int | None = None,
+) -> tuple[TunedLens, dict]:
     """Train (or resume) a lens on ``items``; returns it and a summary of the run."""
     cfg = cfg.resolved()
     docs = tokenize_docs(lm, items, cfg.max_seq_len)
@@ -557,7 +580,8 @@ def train_lens(lm: LoadedModel, items: list[Item], cfg: TunedLensConfig,
     summary = dict(
         budget=cfg.budget,
         budget_note=(
-            "TL paper defaults (250 steps x 2^18 tokens, seq 2048)" if cfg.budget == "paper"
+            "TL paper defaults (250 steps x 2^18 tokens, seq 2048)"
+            if cfg.budget == "paper"
             else "CPU budget (ours): a few minutes on a shared 2-core CPU; far below TL's 65.5M "
             "tokens, so the lens is only partly trained"
         ),
@@ -587,8 +611,11 @@ def eval_records(lm: LoadedModel, lens: TunedLens, item: Item, max_tokens: int) 
     recs = []
     for variant, st in (("logit", states), ("tuned", lens.translate(states))):
         r = lens_from_states(lm, st, logits, ids[0], k=1)
-        recs += [x for x in doc_records(r, lm.n_layers, variant, item.prompt_id)
-                 if x["metric"] in EVAL_METRICS]
+        recs += [
+            x
+            for x in doc_records(r, lm.n_layers, variant, item.prompt_id)
+            if x["metric"] in EVAL_METRICS
+        ]
     return recs
 
 
@@ -649,34 +676,27 @@ def compare_frame(lm: LoadedModel, lens: TunedLens, prompt: str, max_tokens: int
         strs = {i: lm.tokenizer.decode([i]) for i in set(top1.flatten().tolist())}
         layer = torch.arange(n_states).repeat_interleave(n_pos)
         pos = torch.arange(n_pos).repeat(n_states)
-        frames.append(pd.DataFrame({
-            "lens": variant,
-            "layer": layer.numpy(),
-            "position": pos.numpy(),
-            "input_token": [inputs[p] for p in pos.tolist()],
-            "token_id": top1.flatten().numpy(),
-            "token": [strs[i] for i in top1.flatten().tolist()],
-            "top1_prob": r.topk_probs[..., 0].flatten().numpy(),
-            "kl_to_final": r.kl.flatten().numpy(),
-            "entropy": r.entropy.flatten().numpy(),
-            "n_layers": lm.n_layers,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "lens": variant,
+                    "layer": layer.numpy(),
+                    "position": pos.numpy(),
+                    "input_token": [inputs[p] for p in pos.tolist()],
+                    "token_id": top1.flatten().numpy(),
+                    "token": [strs[i] for i in top1.flatten().tolist()],
+                    "top1_prob": r.topk_probs[..., 0].flatten().numpy(),
+                    "kl_to_final": r.kl.flatten().numpy(),
+                    "entropy": r.entropy.flatten().numpy(),
+                    "n_layers": lm.n_layers,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # Benchmark.
-
-
-def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 ``n x n @ n x n`` rate on this machine now, FLOP/s (``2 n^3`` per product)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def training_flops(lm: LoadedModel, n_forward: int, n_loss: int, mean_len: float) -> dict:
@@ -689,8 +709,11 @@ def training_flops(lm: LoadedModel, n_forward: int, n_loss: int, mean_len: float
       KL and its gradient, per layer and token.
     """
     d, v, n = lm.d_model, lm.d_vocab, lm.n_layers
-    block = sum(p.numel() for name, p in lm.bridge.original_model.named_parameters()
-                if p.dim() == 2 and (".layers." in name or ".h." in name))
+    block = sum(
+        p.numel()
+        for name, p in lm.bridge.original_model.named_parameters()
+        if p.dim() == 2 and (".layers." in name or ".h." in name)
+    )
     fwd = n_forward * (2 * block + 2 * d * v + 2 * n * mean_len * d)
     trans = n_loss * n * 4 * d * d
     unemb = n_loss * n * (4 * d * v + 6 * v)
@@ -708,11 +731,11 @@ def bench_train(model_name: str, args) -> dict:
     docs = tokenize_docs(lm, items, cfg.max_seq_len)
     Trainer(lm, docs, replace(cfg, tokens_per_step=8), None).train_step()  # warm-up, not timed
     trainer = Trainer(lm, docs, cfg, None)
-    peak = matmul_rate()
+    peak = matmul_peak_flops()
     t0 = time.perf_counter()
     trainer.train()
     secs = time.perf_counter() - t0
-    peak = max(peak, matmul_rate())
+    peak = max(peak, matmul_peak_flops())
     used = [len(trainer.docs[i]) for s in trainer.schedule for i in s]
     n_fwd = sum(used)
     n_loss = trainer.tokens_seen
