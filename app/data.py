@@ -22,8 +22,8 @@ import pandas as pd
 import streamlit as st
 
 from app.config import EMBEDDED_RESULTS, AppConfig
+from precompute.results.store import DB_NAME
 from precompute.schema import ALL_TABLES
-from precompute.store import DB_NAME
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def resolve_source(cfg: AppConfig, fetcher=None) -> Source:
     """Pick the results folder: Hub (pinned) if configured and reachable, else the local one."""
     if cfg.hf_repo:
         try:
-            from precompute.publish import fetch
+            from precompute.results.publish import fetch
 
             path = fetch(cfg.hf_repo, cfg.hf_revision, downloader=fetcher)
             return Source(path, f"hub {cfg.hf_repo}@{cfg.hf_revision[:12]}")

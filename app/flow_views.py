@@ -131,8 +131,11 @@ def seed_band() -> alt.Chart:
         .encode(
             x="start:Q",
             x2="end:Q",
-            fill=alt.Fill("band:N", scale=alt.Scale(range=["#777777"]),
-                          legend=alt.Legend(title=None, orient="bottom")),
+            fill=alt.Fill(
+                "band:N",
+                scale=alt.Scale(range=["#777777"]),
+                legend=alt.Legend(title=None, orient="bottom"),
+            ),
             tooltip=["band:N"],
         )
     )
@@ -142,7 +145,11 @@ def knockout_chart(df: pd.DataFrame, color: str = "model", height: int = 260) ->
     """Knockout curves over relative depth with the seed's band and a zero line."""
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#999999").encode(y="y:Q")
     lines = charts.depth_lines(
-        df, "change in p(prediction) (%)", color=color, bands=False, height=height,
+        df,
+        "change in p(prediction) (%)",
+        color=color,
+        bands=False,
+        height=height,
         x_title="relative depth of the window centre (0 = first block, 1 = last)",
     )
     return alt.layer(seed_band(), zero, lines).properties(height=height)
@@ -152,7 +159,9 @@ def patching_chart(df: pd.DataFrame, height: int = 300) -> alt.LayerChart:
     """Patching effect over relative depth, with the 0.5 "uses" threshold and the seed's band."""
     half = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
     lines = charts.depth_lines(
-        df, "normalised logit-difference effect (0 = corrupted, 1 = clean)", bands=False,
+        df,
+        "normalised logit-difference effect (0 = corrupted, 1 = clean)",
+        bands=False,
         height=height,
     )
     return alt.layer(seed_band(), half, lines).properties(height=height)
@@ -184,7 +193,11 @@ def live_knockout(
 
     lm = live.get_model(model_name)
     r = knockout_fact(
-        lm, prompt, window=window, char_span=span, answer=answer or None,
+        lm,
+        prompt,
+        window=window,
+        char_span=span,
+        answer=answer or None,
         max_tokens=live.config().max_live_tokens,
     )
     df = result_frame(r, lm.n_layers, model_name)

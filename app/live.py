@@ -25,8 +25,8 @@ def config() -> AppConfig:
     show_spinner="Loading the live model (first time only, ~30 s) ...", max_entries=2
 )
 def get_model(name: str):
-    """Load (once per process) and return a ``precompute.models.LoadedModel``."""
-    from precompute.models import load_model
+    """Load (once per process) and return a ``precompute.model.load.LoadedModel``."""
+    from precompute.model.load import load_model
 
     return load_model(name, device="auto")
 

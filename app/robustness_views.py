@@ -98,7 +98,7 @@ def edge_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 def n_blocks(model_name: str) -> int:
     """Return the number of blocks of a live model, from the catalog (no model load)."""
-    from precompute.catalog import CATALOG
+    from precompute.model.catalog import CATALOG
 
     spec = CATALOG.get(model_name)
     if spec is not None and spec.n_layers > 0:
@@ -141,7 +141,7 @@ def live_intervention(
     """
     import torch
 
-    from precompute import interventions as iv
+    from precompute.model import interventions as iv
 
     if action not in ACTIONS:
         raise ValueError(f"Unknown action {action!r}; use one of {list(ACTIONS)}.")

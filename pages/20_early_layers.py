@@ -30,38 +30,64 @@ def section(key: str, y_title: str, notice: str, method: str, name: str) -> None
 def precomputed() -> None:
     """Show the three signatures of the detokenization stage."""
     ui.badge("precomputed")
-    models = sorted(set(data.models_for("attention_locality")) | set(
-        data.models_for("component_norms")) | set(data.models_for("logit_lens")))
+    models = sorted(
+        set(data.models_for("attention_locality"))
+        | set(data.models_for("component_norms"))
+        | set(data.models_for("logit_lens"))
+    )
     if models:
         st.multiselect("Models", models, default=models, key="models", bind="query-params")
 
     st.subheader("1. Do early heads look at the last few tokens?")
-    key = st.segmented_control("Statistic", list(LOCALITY), default="prev5", key="locality",
-                               bind="query-params", format_func=lambda k: LOCALITY[k]) or "prev5"
-    section(key, "attention on previous 5 tokens (fraction)" if key == "prev5"
-            else "mean attention weight (prob)",
-            "Locality is highest in the first blocks and falls with depth: early heads merge a "
-            "token with its neighbours (multi-token words, short phrases) before later heads "
-            "look further back. The mean weight is about the mass divided by 5. Gemma-3 "
-            "alternates five sliding-window layers with one global-attention layer (blocks 5, "
-            "11, 17): look for dips in locality there -- architecture shows in the signature.",
-            "attention_locality", f"attention_locality_{key}")
+    key = (
+        st.segmented_control(
+            "Statistic",
+            list(LOCALITY),
+            default="prev5",
+            key="locality",
+            bind="query-params",
+            format_func=lambda k: LOCALITY[k],
+        )
+        or "prev5"
+    )
+    section(
+        key,
+        "attention on previous 5 tokens (fraction)"
+        if key == "prev5"
+        else "mean attention weight (prob)",
+        "Locality is highest in the first blocks and falls with depth: early heads merge a "
+        "token with its neighbours (multi-token words, short phrases) before later heads "
+        "look further back. The mean weight is about the mass divided by 5. Gemma-3 "
+        "alternates five sliding-window layers with one global-attention layer (blocks 5, "
+        "11, 17): look for dips in locality there -- architecture shows in the signature.",
+        "attention_locality",
+        f"attention_locality_{key}",
+    )
 
     st.subheader("2. Is the early work done by attention or by MLPs?")
-    section("attn_mlp", "‖attention output‖ / ‖MLP output‖ (ratio of means)",
-            "A ratio above 1 means attention writes more into the residual stream than the MLP. "
-            "Lad et al. report attention-heavy early computation and MLP-heavy late computation; "
-            "check whether both models agree, and where the ratio crosses 1.",
-            "component_norms", "component_norms_ratio")
+    section(
+        "attn_mlp",
+        "‖attention output‖ / ‖MLP output‖ (ratio of means)",
+        "A ratio above 1 means attention writes more into the residual stream than the MLP. "
+        "Lad et al. report attention-heavy early computation and MLP-heavy late computation; "
+        "check whether both models agree, and where the ratio crosses 1.",
+        "component_norms",
+        "component_norms_ratio",
+    )
 
     st.subheader("3. Does the residual stream still look like the input token?")
-    section("repeat_input", "lens top-1 = input token (fraction of positions)",
-            "Read through the logit lens, the first states predict the token they sit on: the "
-            "stream is still mostly the token embedding. The rate collapses within the first "
-            "blocks, when context starts to be mixed in.",
-            "logit_lens", "logit_lens_top1_is_input")
+    section(
+        "repeat_input",
+        "lens top-1 = input token (fraction of positions)",
+        "Read through the logit lens, the first states predict the token they sit on: the "
+        "stream is still mostly the token embedding. The rate collapses within the first "
+        "blocks, when context starts to be mixed in.",
+        "logit_lens",
+        "logit_lens_top1_is_input",
+    )
     ui.provenance(
-        "attention_locality", None,
+        "attention_locality",
+        None,
         "WikiText-2 paragraphs, first 128 tokens. Locality: per layer, LAD's mean of the "
         "sub-diagonals at offsets 1..5 of every head (mean weight), and our mass on offsets 1..5 "
         "averaged over heads and queries q ≥ 6 (fraction). Norms: L2 norm of what each sublayer "
@@ -77,20 +103,32 @@ def live_panel() -> None:
     ui.badge("live")
     cfg = live.config()
     model = live.model_picker()
-    prompt = st.text_area("Prompt", value="The Eiffel Tower is located in the city of Paris, "
-                          "which is the capital of France.", key="early_prompt",
-                          max_chars=cfg.max_prompt_chars, bind="query-params")
+    prompt = st.text_area(
+        "Prompt",
+        value="The Eiffel Tower is located in the city of Paris, which is the capital of France.",
+        key="early_prompt",
+        max_chars=cfg.max_prompt_chars,
+        bind="query-params",
+    )
     c1, c2 = st.columns(2)
-    layer = c1.number_input("Layer (block, 0 = first)", min_value=0, value=0, step=1,
-                            key="early_layer", bind="query-params")
-    head = c2.number_input("Head", min_value=0, value=0, step=1, key="early_head",
-                           bind="query-params")
+    layer = c1.number_input(
+        "Layer (block, 0 = first)",
+        min_value=0,
+        value=0,
+        step=1,
+        key="early_layer",
+        bind="query-params",
+    )
+    head = c2.number_input(
+        "Head", min_value=0, value=0, step=1, key="early_head", bind="query-params"
+    )
     if st.button("Show the attention pattern", type="primary"):
         try:
             text = live.check_prompt(prompt)
             with st.spinner("Running the model ..."):
                 st.session_state["early_live"] = live_pattern_frame(
-                    model, text, int(layer), cfg.max_live_tokens)
+                    model, text, int(layer), cfg.max_live_tokens
+                )
         except (live.PromptError, ValueError) as err:
             st.warning(str(err))
             return
@@ -107,9 +145,15 @@ def live_panel() -> None:
     st.altair_chart(pattern_chart(df, res["order"]), width="content")
     st.caption("Orange outlines: the previous-five band (keys 1..5 positions before the query).")
     if "prev5_mass_fraction" in heads.columns:
-        st.dataframe(heads.rename(columns={"prev5_mass_fraction": "mass on previous 5",
-                                           "prev5_mean_weight": "mean weight, offsets 1..5"}),
-                     hide_index=True)
+        st.dataframe(
+            heads.rename(
+                columns={
+                    "prev5_mass_fraction": "mass on previous 5",
+                    "prev5_mean_weight": "mean weight, offsets 1..5",
+                }
+            ),
+            hide_index=True,
+        )
     ui.download(df, "attention_pattern_live", key="dl-early-live")
 
 
@@ -119,8 +163,10 @@ def main() -> None:
         "What are the early layers doing?",
         "Lad et al. call the first stage detokenization: early layers integrate local context, "
         "turning tokens into words. Three measurements test that on every model.",
-        [("Lad, Gurnee & Tegmark 2024", "https://arxiv.org/abs/2406.19384"),
-         ("nostalgebraist 2020", "https://www.lesswrong.com/posts/AcKRB8wDpdaN6v6ru")],
+        [
+            ("Lad, Gurnee & Tegmark 2024", "https://arxiv.org/abs/2406.19384"),
+            ("nostalgebraist 2020", "https://www.lesswrong.com/posts/AcKRB8wDpdaN6v6ru"),
+        ],
     )
     st.markdown(
         "**Method.** For every layer we measure (1) how much attention goes to the five tokens "

@@ -31,12 +31,24 @@ def precomputed() -> None:
     c1, c2 = st.columns([1, 1])
     picked = c1.multiselect("Models", have, default=have, key="models", bind="query-params")
     labels = list(INTERVENTIONS.values())
-    shown = c2.multiselect("Interventions", labels, default=[labels[0], labels[-1]],
-                           key="interventions", bind="query-params")
-    metric = st.segmented_control(
-        "Metric", list(METRICS), default="kl", key="metric", bind="query-params",
-        format_func=lambda m: METRICS[m][0],
-    ) or "kl"
+    shown = c2.multiselect(
+        "Interventions",
+        labels,
+        default=[labels[0], labels[-1]],
+        key="interventions",
+        bind="query-params",
+    )
+    metric = (
+        st.segmented_control(
+            "Metric",
+            list(METRICS),
+            default="kl",
+            key="metric",
+            bind="query-params",
+            format_func=lambda m: METRICS[m][0],
+        )
+        or "kl"
+    )
     df = depth_frame(metric)
     df = df[df["model"].isin(picked) & df["intervention"].isin(shown)]
     if df.empty:
@@ -47,12 +59,20 @@ def precomputed() -> None:
         charts.depth_lines(df, f"{label} ({unit})", stroke_dash="intervention"), width="stretch"
     )
     st.markdown(f"**What to notice.** {note}")
-    st.caption("Block l sits at relative depth l / (L − 1); the swap of blocks l and l+1 is drawn "
-               "at block l, next to the deletion of block l.")
+    st.caption(
+        "Block l sits at relative depth l / (L − 1); the swap of blocks l and l+1 is drawn "
+        "at block l, next to the deletion of block l."
+    )
     st.markdown("**The edges stand out**: the first and last values against the middle ones.")
-    st.dataframe(edge_summary(df), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("first", "middle (median)", "last")})
+    st.dataframe(
+        edge_summary(df),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in ("first", "middle (median)", "last")
+        },
+    )
     ui.download(df, f"delete_swap_{metric}")
     ui.provenance(
         METHODS[0],
@@ -73,15 +93,26 @@ def live_panel() -> None:
     ui.badge("live")
     cfg = live.config()
     model = live.model_picker(key="ds_model")
-    prompt = st.text_area("Prompt", value="The Eiffel Tower is located in the city of",
-                          key="ds_prompt", max_chars=cfg.max_prompt_chars, bind="query-params")
+    prompt = st.text_area(
+        "Prompt",
+        value="The Eiffel Tower is located in the city of",
+        key="ds_prompt",
+        max_chars=cfg.max_prompt_chars,
+        bind="query-params",
+    )
     n = n_blocks(model)
     if int(st.session_state.get("ds_layer", 0)) > n - 1:  # e.g. a URL made for a deeper model
         st.session_state["ds_layer"] = n - 1
     c1, c2 = st.columns([2, 1])
-    layer = c1.slider("Block", 0, n - 1, value=0, key="ds_layer", bind="query-params",
-                      help=f"{model} has blocks 0..{n - 1}. A swap exchanges this block and the "
-                      "next one.")
+    layer = c1.slider(
+        "Block",
+        0,
+        n - 1,
+        value=0,
+        key="ds_layer",
+        bind="query-params",
+        help=f"{model} has blocks 0..{n - 1}. A swap exchanges this block and the next one.",
+    )
     action = c2.selectbox("Intervention", list(ACTIONS), key="ds_action", bind="query-params")
     if st.button("Run it", type="primary", key="ds_run"):
         try:
@@ -96,23 +127,28 @@ def live_panel() -> None:
     res = st.session_state.get("ds_live")
     if not res:
         return
-    st.markdown(f"**{res['model']}, {res['action']} at block {res['layer']}** "
-                f"(of 0..{res['n_layers'] - 1}), {res['n_tokens']} tokens.")
+    st.markdown(
+        f"**{res['model']}, {res['action']} at block {res['layer']}** "
+        f"(of 0..{res['n_layers'] - 1}), {res['n_tokens']} tokens."
+    )
     if res["truncated"]:
         st.caption(f"Only the first {cfg.max_live_tokens} tokens were analysed.")
     m1, m2, m3 = st.columns(3)
     m1.metric("KL at the last position", f"{res['kl_last']:.3f} nats")
     m2.metric("mean KL over positions", f"{res['kl_mean']:.3f} nats")
     m3.metric("top-1 agreement", f"{res['top1_same']:.0%}")
-    prob = st.column_config.ProgressColumn("probability", format="%.3f", min_value=0.0,
-                                           max_value=1.0)
+    prob = st.column_config.ProgressColumn(
+        "probability", format="%.3f", min_value=0.0, max_value=1.0
+    )
     b1, b2 = st.columns(2)
     b1.markdown("Next token, **normal model**")
     b1.dataframe(res["before"], hide_index=True, width="stretch", column_config={"prob": prob})
     b2.markdown("Next token, **after the intervention**")
     b2.dataframe(res["after"], hide_index=True, width="stretch", column_config={"prob": prob})
-    st.markdown("**Try this.** Delete block 0, then a middle block, then the last one; then swap "
-                "the same blocks. Which breaks the prediction, and which leaves it almost intact?")
+    st.markdown(
+        "**Try this.** Delete block 0, then a middle block, then the last one; then swap "
+        "the same blocks. Which breaks the prediction, and which leaves it almost intact?"
+    )
     ui.download(live_table(res), "delete_swap_live", key="dl-ds-live")
 
 

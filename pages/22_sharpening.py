@@ -30,8 +30,10 @@ def neurons_section(picked: list[str]) -> None:
         ui.no_results("neurons")
         return
     df = df[df["model"].isin(picked)] if picked else df
-    st.altair_chart(charts.depth_lines(df, "neurons of the layer (percent)",
-                                       stroke_dash="signature"), width="stretch")
+    st.altair_chart(
+        charts.depth_lines(df, "neurons of the layer (percent)", stroke_dash="signature"),
+        width="stretch",
+    )
     st.markdown(
         "**What to notice.** Lad et al. (after Gurnee et al.) find prediction neurons appearing "
         "after mid-depth and suppression neurons dominating the very last layers: the model first "
@@ -42,10 +44,17 @@ def neurons_section(picked: list[str]) -> None:
         models = data.models_for("neurons")
         c1, c2 = st.columns(2)
         model = c1.selectbox("Model", models, key="nrn_model", bind="query-params")
-        n_layers = int(df.loc[df["model"] == model, "n_layers"].max()) if model in set(
-            df["model"]) else 1
-        layer = c2.number_input("Layer", 0, max(n_layers - 1, 0), max(n_layers - 1, 0),
-                                key="nrn_layer", bind="query-params")
+        n_layers = (
+            int(df.loc[df["model"] == model, "n_layers"].max()) if model in set(df["model"]) else 1
+        )
+        layer = c2.number_input(
+            "Layer",
+            0,
+            max(n_layers - 1, 0),
+            max(n_layers - 1, 0),
+            key="nrn_layer",
+            bind="query-params",
+        )
         sc = neuron_scatter_frame(model, int(layer))
         if not sc.empty:
             st.altair_chart(neuron_scatter(sc), width="stretch")
@@ -61,8 +70,9 @@ def mlp_section(picked: list[str]) -> None:
         ui.no_results("component_norms")
         return
     df = df[df["model"].isin(picked)] if picked else df
-    st.altair_chart(charts.depth_lines(df, "mean ‖MLP output‖ (norm, positions ≥ 1)"),
-                    width="stretch")
+    st.altair_chart(
+        charts.depth_lines(df, "mean ‖MLP output‖ (norm, positions ≥ 1)"), width="stretch"
+    )
     st.markdown(
         "**What to notice.** The MLP output norm grows towards the end and peaks in the final "
         "blocks (Lad et al. Fig. 7): the last MLPs write large corrections into the residual "
@@ -79,8 +89,9 @@ def entropy_section(picked: list[str]) -> None:
         ui.no_results("lens_entropy")
         return
     df = df[df["model"].isin(picked)] if picked else df
-    st.altair_chart(charts.depth_lines(df, "logit-lens entropy (bits)", stroke_dash="variant"),
-                    width="stretch")
+    st.altair_chart(
+        charts.depth_lines(df, "logit-lens entropy (bits)", stroke_dash="variant"), width="stretch"
+    )
     st.markdown(
         "**What to notice -- a lesson about instruments.** Both lines read each layer through "
         "the final norm and the unembedding. The solid one (*recompute_ln*) recomputes the norm's "
@@ -94,7 +105,8 @@ def entropy_section(picked: list[str]) -> None:
     )
     ui.download(df, "lens_entropy")
     ui.provenance(
-        "lens_entropy", picked,
+        "lens_entropy",
+        picked,
         "First 500 characters of each WikiText-2 paragraph; every residual state h_0..h_L read "
         "through the final norm (both variants) and the unembedding; entropy in bits with "
         "probabilities clamped at 1e-9, positions [1:-1], mean over positions, then mean and "
@@ -109,8 +121,10 @@ def main() -> None:
         "What do the last layers do once the answer is roughly known? Lad et al. call it residual "
         "sharpening: suppression neurons and large MLP writes that make the output distribution "
         "sharper.",
-        [("Lad, Gurnee & Tegmark 2024", "https://arxiv.org/abs/2406.19384"),
-         ("Gurnee et al. 2024, universal neurons", "https://arxiv.org/abs/2401.12181")],
+        [
+            ("Lad, Gurnee & Tegmark 2024", "https://arxiv.org/abs/2406.19384"),
+            ("Gurnee et al. 2024, universal neurons", "https://arxiv.org/abs/2401.12181"),
+        ],
     )
     st.markdown(
         "**Method.** Three signatures per layer: the share of MLP neurons whose output weights "
@@ -118,10 +132,16 @@ def main() -> None:
         "writes, and the entropy of the logit lens in bits. x = relative depth, models overlaid."
     )
     ui.badge("precomputed")
-    models = sorted(set(data.models_for("neurons")) | set(data.models_for("component_norms"))
-                    | set(data.models_for("lens_entropy")))
-    picked = st.multiselect("Models", models, default=models, key="models",
-                            bind="query-params") if models else []
+    models = sorted(
+        set(data.models_for("neurons"))
+        | set(data.models_for("component_norms"))
+        | set(data.models_for("lens_entropy"))
+    )
+    picked = (
+        st.multiselect("Models", models, default=models, key="models", bind="query-params")
+        if models
+        else []
+    )
     neurons_section(picked)
     mlp_section(picked)
     entropy_section(picked)

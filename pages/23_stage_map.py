@@ -42,13 +42,24 @@ def main() -> None:
     )
     ui.badge("precomputed")
     avail = st.multiselect(
-        "Signatures", STAGE_KEYS, default=STAGE_KEYS, key="sigs", bind="query-params",
+        "Signatures",
+        STAGE_KEYS,
+        default=STAGE_KEYS,
+        key="sigs",
+        bind="query-params",
         format_func=lambda k: BY_KEY[k].label,
     )
     c1, c2 = st.columns(2)
     k = c1.slider("Number of stages K", 2, 6, 4, key="k_stages", bind="query-params")
-    min_size = c2.slider("Fewest layers per stage", 1, 4, 1, key="min_stage", bind="query-params",
-                         help="1 lets one outlying layer (often the first or last) be a stage.")
+    min_size = c2.slider(
+        "Fewest layers per stage",
+        1,
+        4,
+        1,
+        key="min_stage",
+        bind="query-params",
+        help="1 lets one outlying layer (often the first or last) be a stage.",
+    )
     if not avail:
         st.info("Pick at least one signature.")
         return
@@ -65,9 +76,11 @@ def main() -> None:
         st.markdown("**Estimated boundaries (relative depth) against the paper's bands**")
         table = bounds.pivot_table(index="model", columns="boundary", values="rel_depth")
         table.columns = [f"boundary {c}" for c in table.columns]
-        paper = pd.DataFrame([charts.STAGES["start"].tolist()[1:]],
-                             index=["Lad et al. (hypothesis)"],
-                             columns=[f"boundary {c}" for c in range(1, 4)])
+        paper = pd.DataFrame(
+            [charts.STAGES["start"].tolist()[1:]],
+            index=["Lad et al. (hypothesis)"],
+            columns=[f"boundary {c}" for c in range(1, 4)],
+        )
         st.dataframe(pd.concat([table, paper]) if k == 4 else table, width="stretch")
     st.markdown(
         "**What to notice.** Look for the boundaries that every model shares. The first one is "
@@ -83,10 +96,13 @@ def main() -> None:
     ui.download(mat, "stage_map_signatures")
     if not bounds.empty:
         ui.download(bounds, "stage_map_boundaries", key="dl-bounds")
-    ui.provenance("attention_locality", models,
-                  "The signatures come from the methods attention_locality, component_norms, "
-                  "logit_lens, lens_entropy, neurons and layer_ablation; their runs are listed on "
-                  "their pages. Runs of attention_locality:")
+    ui.provenance(
+        "attention_locality",
+        models,
+        "The signatures come from the methods attention_locality, component_norms, "
+        "logit_lens, lens_entropy, neurons and layer_ablation; their runs are listed on "
+        "their pages. Runs of attention_locality:",
+    )
 
 
 main()

@@ -33,12 +33,32 @@ def curves() -> None:
         ui.no_results(METHOD)
         return
     c1, c2 = st.columns(2)
-    dataset = c1.selectbox("Facts", have, format_func=lambda d: DATASETS.get(d, d),
-                           key="ct_dataset", bind="query-params")
-    kind = c2.segmented_control("Restored", list(KINDS), default="mlp", key="ct_kind",
-                                bind="query-params", format_func=lambda k: k) or "mlp"
-    groups = st.multiselect("Token groups", list(GROUPS), default=["last_subject", "last"],
-                            format_func=GROUPS.get, key="ct_groups", bind="query-params")
+    dataset = c1.selectbox(
+        "Facts",
+        have,
+        format_func=lambda d: DATASETS.get(d, d),
+        key="ct_dataset",
+        bind="query-params",
+    )
+    kind = (
+        c2.segmented_control(
+            "Restored",
+            list(KINDS),
+            default="mlp",
+            key="ct_kind",
+            bind="query-params",
+            format_func=lambda k: k,
+        )
+        or "mlp"
+    )
+    groups = st.multiselect(
+        "Token groups",
+        list(GROUPS),
+        default=["last_subject", "last"],
+        format_func=GROUPS.get,
+        key="ct_groups",
+        bind="query-params",
+    )
     df = group_curves(kind, dataset, groups)
     if df.empty:
         st.info("No traced facts for this selection (pick other token groups or facts).")
@@ -76,31 +96,40 @@ def heatmaps() -> None:
         return
     c1, c2 = st.columns([1, 1])
     model = c1.selectbox("Model", models, key="ct_model", bind="query-params")
-    dataset = c2.selectbox("Facts ", datasets(), format_func=lambda d: DATASETS.get(d, d),
-                           key="ct_hm_dataset", bind="query-params")
+    dataset = c2.selectbox(
+        "Facts ",
+        datasets(),
+        format_func=lambda d: DATASETS.get(d, d),
+        key="ct_hm_dataset",
+        bind="query-params",
+    )
     facts = traced_facts(model, dataset)
     if facts.empty:
         st.info("No traced facts for this model and dataset.")
         return
     labels = dict(zip(facts["prompt_id"], facts["label"]))
-    pid = st.selectbox("Fact", list(labels), format_func=labels.get, key="ct_fact",
-                       bind="query-params")
+    pid = st.selectbox(
+        "Fact", list(labels), format_func=labels.get, key="ct_fact", bind="query-params"
+    )
     cells, info = fact_cells(model, dataset, pid)
-    st.caption("Embedded runs may trace only the last subject token and the last token "
-               "(config `token_range`, in 'How this was computed'); the live panel traces all.")
+    st.caption(
+        "Embedded runs may trace only the last subject token and the last token "
+        "(config `token_range`, in 'How this was computed'); the live panel traces all."
+    )
     show_heatmaps(cells, info.get("p_corrupt", 0.0), info.get("p_clean", 1.0))
     ui.download(cells, f"causal_tracing_{model}_{pid}", key="dl-ct-fact")
 
 
 def show_heatmaps(cells, p_corrupt: float, p_clean: float) -> None:
     """Draw the three kinds side by side, one colour domain per fact."""
-    st.caption(f"p(answer): clean {p_clean:.3f}, subject corrupted {p_corrupt:.3f}. "
-               "Colour starts at the corrupted probability.")
+    st.caption(
+        f"p(answer): clean {p_clean:.3f}, subject corrupted {p_corrupt:.3f}. "
+        "Colour starts at the corrupted probability."
+    )
     domain = heatmap_domain(cells, p_corrupt, p_clean)
     kinds = [k for k in KINDS if k in set(cells["kind"])]
     for col, kind in zip(st.columns(len(kinds) or 1), kinds):
-        col.altair_chart(trace_heatmap(cells[cells["kind"] == kind], kind, domain),
-                         width="stretch")
+        col.altair_chart(trace_heatmap(cells[cells["kind"] == kind], kind, domain), width="stretch")
     st.markdown(
         "**What to notice.** Restoring the *subject's* last token in early-middle layers brings "
         "the answer back; so does the last token in the late layers. Early on, the information "
@@ -113,17 +142,32 @@ def live_panel() -> None:
     st.subheader("Your fact, live")
     ui.badge("live")
     model = live.model_picker(key="ct_live_model")
-    prompt = st.text_input("Prompt (the answer should be the next word)",
-                           value="The Eiffel Tower is located in the city of",
-                           key="ct_prompt", max_chars=200, bind="query-params")
+    prompt = st.text_input(
+        "Prompt (the answer should be the next word)",
+        value="The Eiffel Tower is located in the city of",
+        key="ct_prompt",
+        max_chars=200,
+        bind="query-params",
+    )
     words = prompt_words(prompt)
-    picked = st.pills("Subject: pick its words", list(range(len(words))), selection_mode="multi",
-                      default=[1, 2] if len(words) > 2 else None, key="ct_subject",
-                      format_func=lambda i: words[i][0], bind="query-params")
+    picked = st.pills(
+        "Subject: pick its words",
+        list(range(len(words))),
+        selection_mode="multi",
+        default=[1, 2] if len(words) > 2 else None,
+        key="ct_subject",
+        format_func=lambda i: words[i][0],
+        bind="query-params",
+    )
     subject = subject_from_words(prompt, picked or [])
-    kinds = st.multiselect("Restore", list(KINDS), default=["hidden"], key="ct_live_kinds",
-                           bind="query-params",
-                           help="Hidden states are fastest; MLP and attention windows add more.")
+    kinds = st.multiselect(
+        "Restore",
+        list(KINDS),
+        default=["hidden"],
+        key="ct_live_kinds",
+        bind="query-params",
+        help="Hidden states are fastest; MLP and attention windows add more.",
+    )
     st.caption(f"Subject: **{subject or '—'}**")
     c1, c2 = st.columns([1, 1])
     run = c1.button("Trace", type="primary", key="ct_run")
@@ -134,8 +178,13 @@ def live_panel() -> None:
         try:
             text = live.check_prompt(prompt, max_chars=200)
             bar = st.progress(0.0, text="Tracing ...")
-            df = live_trace(model, text, subject, kinds or ["hidden"],
-                            lambda f: bar.progress(f, text=f"Tracing ... {f:.0%}"))
+            df = live_trace(
+                model,
+                text,
+                subject,
+                kinds or ["hidden"],
+                lambda f: bar.progress(f, text=f"Tracing ... {f:.0%}"),
+            )
             bar.empty()
             st.session_state["ct_live"] = df
         except ValueError as err:  # includes live.PromptError
@@ -144,8 +193,9 @@ def live_panel() -> None:
     if df is None:
         return
     first = df.iloc[0]
-    st.caption(f"{first['model']}: answer **{first['answer']!r}**, traced in "
-               f"{first['seconds']:.1f} s.")
+    st.caption(
+        f"{first['model']}: answer **{first['answer']!r}**, traced in {first['seconds']:.1f} s."
+    )
     show_heatmaps(df, float(first["p_corrupt"]), float(first["p_clean"]))
     ui.download(df, "causal_tracing_live", key="dl-ct-live")
 

@@ -35,13 +35,22 @@ def knockout() -> None:
         ui.no_results(METHOD)
         return
     c1, c2, c3 = st.columns([1, 1, 2])
-    dataset = c1.selectbox("Facts", have, format_func=lambda d: DATASETS.get(d, d),
-                           key="ko_dataset", bind="query-params")
-    window = c2.selectbox("Window", windows(dataset), key="ko_window", bind="query-params",
-                          help="W layers are knocked out together, centred on each layer.")
+    dataset = c1.selectbox(
+        "Facts",
+        have,
+        format_func=lambda d: DATASETS.get(d, d),
+        key="ko_dataset",
+        bind="query-params",
+    )
+    window = c2.selectbox(
+        "Window",
+        windows(dataset),
+        key="ko_window",
+        bind="query-params",
+        help="W layers are knocked out together, centred on each layer.",
+    )
     models = data.models_for(METHOD)
-    picked = c3.multiselect("Models", models, default=models, key="ko_models",
-                            bind="query-params")
+    picked = c3.multiselect("Models", models, default=models, key="ko_models", bind="query-params")
     df = knockout_curves(dataset, window, picked)
     for col, (grp, label) in zip(st.columns(3), EDGES.items()):
         col.markdown(f"**{label}**")
@@ -58,7 +67,8 @@ def knockout() -> None:
     st.dataframe(fact_counts(METHOD, dataset), hide_index=True, width="stretch")
     ui.download(df, f"attention_knockout_{dataset}_{window}", key="dl-ko")
     ui.provenance(
-        METHOD, picked,
+        METHOD,
+        picked,
         "Per fact: the model's own top token o at the last position and its probability p_base. "
         "For each centre layer, every head of the W layers around it gets a pre-softmax score of "
         "−∞ on the cut edges (into the last token only), so the other keys are renormalised; "
@@ -76,10 +86,20 @@ def patching() -> None:
         ui.no_results(PATCH_METHOD)
         return
     c1, c2 = st.columns([1, 2])
-    dataset = c1.selectbox("Facts ", have, format_func=lambda d: DATASETS.get(d, d),
-                           key="ap_dataset", bind="query-params")
-    variant = c2.selectbox("Patched", list(PATCH_VARIANTS), format_func=PATCH_VARIANTS.get,
-                           key="ap_variant", bind="query-params")
+    dataset = c1.selectbox(
+        "Facts ",
+        have,
+        format_func=lambda d: DATASETS.get(d, d),
+        key="ap_dataset",
+        bind="query-params",
+    )
+    variant = c2.selectbox(
+        "Patched",
+        list(PATCH_VARIANTS),
+        format_func=PATCH_VARIANTS.get,
+        key="ap_variant",
+        bind="query-params",
+    )
     df = patching_curves(dataset, variant)
     st.altair_chart(patching_chart(df), width="stretch")
     st.markdown(
@@ -92,7 +112,8 @@ def patching() -> None:
     st.dataframe(fact_counts(PATCH_METHOD, dataset), hide_index=True, width="stretch")
     ui.download(df, f"activation_patching_{dataset}_{variant}", key="dl-ap")
     ui.provenance(
-        PATCH_METHOD, None,
+        PATCH_METHOD,
+        None,
         "Pairs: the clean fact prompt and the same prompt with another subject of the same "
         "relation that has the same tokens outside the subject (our protocol, METHODS.md B3). "
         "Metric: logit(o) − logit(o′), o and o′ the two runs' answers; effect = (patched − "
@@ -105,18 +126,28 @@ def live_panel() -> None:
     st.subheader("Your fact, live")
     ui.badge("live")
     model = live.model_picker(key="ko_live_model")
-    prompt = st.text_input("Prompt (the answer should be the next word)",
-                           value="The Eiffel Tower is located in the city of",
-                           key="ko_prompt", max_chars=200, bind="query-params")
+    prompt = st.text_input(
+        "Prompt (the answer should be the next word)",
+        value="The Eiffel Tower is located in the city of",
+        key="ko_prompt",
+        max_chars=200,
+        bind="query-params",
+    )
     words = prompt_words(prompt)
-    picked = st.pills("Subject: pick its words", list(range(len(words))), selection_mode="multi",
-                      default=[1, 2] if len(words) > 2 else None, key="ko_subject",
-                      format_func=lambda i: words[i][0], bind="query-params")
+    picked = st.pills(
+        "Subject: pick its words",
+        list(range(len(words))),
+        selection_mode="multi",
+        default=[1, 2] if len(words) > 2 else None,
+        key="ko_subject",
+        format_func=lambda i: words[i][0],
+        bind="query-params",
+    )
     span = word_span(prompt, picked or [])
     c1, c2 = st.columns(2)
     window = c1.slider("Window (layers)", 1, 15, 9, key="ko_live_window", bind="query-params")
     answer = c2.text_input("Expected answer (optional)", key="ko_answer", bind="query-params")
-    st.caption(f"Subject: **{prompt[span[0]:span[1]] if span else '—'}**")
+    st.caption(f"Subject: **{prompt[span[0] : span[1]] if span else '—'}**")
     if st.button("Knock out", type="primary", key="ko_run"):
         try:
             text = live.check_prompt(prompt, max_chars=200)
@@ -135,8 +166,10 @@ def live_panel() -> None:
         f"subject tokens: {first['subject_tokens']}; window {first['window']} layers."
     )
     if answer.strip() and not bool(first["correct"]):
-        st.info("The model does not answer with your expected word: the curves follow its own "
-                "prediction, so they show how *that* answer is assembled.")
+        st.info(
+            "The model does not answer with your expected word: the curves follow its own "
+            "prediction, so they show how *that* answer is assembled."
+        )
     st.altair_chart(knockout_chart(df, color="edges"), width="stretch")
     ui.download(df, "attention_knockout_live", key="dl-ko-live")
 

@@ -28,12 +28,18 @@ def curves() -> None:
         return
     c1, c2, c3 = st.columns(3)
     estimator = c1.selectbox(
-        "Estimator", list(ESTIMATORS), format_func=lambda e: ESTIMATORS[e][0],
-        key="id_estimator", bind="query-params",
+        "Estimator",
+        list(ESTIMATORS),
+        format_func=lambda e: ESTIMATORS[e][0],
+        key="id_estimator",
+        bind="query-params",
     )
     pooling = c2.selectbox(
-        "One vector per text", list(POOLINGS), format_func=POOLINGS.get,
-        key="id_pooling", bind="query-params",
+        "One vector per text",
+        list(POOLINGS),
+        format_func=POOLINGS.get,
+        key="id_pooling",
+        bind="query-params",
     )
     dataset = c3.selectbox("Stimuli", sets, key="id_dataset", bind="query-params")
     st.caption(f"**{ESTIMATORS[estimator][0]}.** {ESTIMATORS[estimator][1]}")
@@ -41,9 +47,7 @@ def curves() -> None:
     if df.empty:
         st.info("No estimates for this choice (every state was skipped: too few distinct points).")
         return
-    st.altair_chart(
-        charts.depth_lines(df, "intrinsic dimension (dimensions)"), width="stretch"
-    )
+    st.altair_chart(charts.depth_lines(df, "intrinsic dimension (dimensions)"), width="stretch")
     st.markdown("**Number of distinct points behind each estimate** (the estimate depends on it):")
     st.dataframe(id_points_summary(df), hide_index=True)
     st.markdown(

@@ -70,10 +70,17 @@ def gap_table(dataset: str) -> None:
 def all_models(dataset: str) -> None:
     """Probe accuracy and selectivity of every model on relative depth."""
     st.subheader("Across models")
-    metric = st.segmented_control(
-        "Curve", list(PROBE_METRICS), default="probe_acc", key="kvu_metric",
-        bind="query-params", format_func=lambda m: PROBE_METRICS[m][0],
-    ) or "probe_acc"
+    metric = (
+        st.segmented_control(
+            "Curve",
+            list(PROBE_METRICS),
+            default="probe_acc",
+            key="kvu_metric",
+            bind="query-params",
+            format_func=lambda m: PROBE_METRICS[m][0],
+        )
+        or "probe_acc"
+    )
     df = probe_curves(dataset, [metric])
     st.altair_chart(
         charts.depth_lines(df, f"{PROBE_METRICS[metric][0]} (fraction)"), width="stretch"

@@ -23,6 +23,8 @@ from app.representation_views import (
 
 SIM_TITLE = "Spearman ρ of RDMs"
 DEPTH_A = "relative depth, model A (0 = embeddings, 1 = last)"
+
+
 def heatmap(df, x: str, y: str, x_title: str, y_title: str):
     """Draw a layer x layer heatmap on a fixed 0-1 colour scale (so models compare)."""
     return charts.matrix_heatmap(df, x, y, "value", SIM_TITLE, (0.0, 1.0), x_title, y_title)
@@ -39,8 +41,10 @@ def within() -> tuple[str, str, list[str]] | None:
     c1, c2, c3 = st.columns(3)
     dataset = c1.selectbox("Stimuli", sets, key="rsa_dataset", bind="query-params")
     variant = c2.selectbox(
-        "Pooling | distance | normalisation", similarity_variants(dataset),
-        key="rsa_variant", bind="query-params",
+        "Pooling | distance | normalisation",
+        similarity_variants(dataset),
+        key="rsa_variant",
+        bind="query-params",
     )
     models = rsa_models(dataset)
     model = c3.selectbox("Model", models, key="rsa_model", bind="query-params")
@@ -100,11 +104,18 @@ def live_panel() -> None:
     cfg = live.config()
     model = live.model_picker(key="rsa_live_model")
     text = st.text_area(
-        f"At least {MIN_LIVE_SENTENCES} sentences, one per line", value=DEFAULT_SENTENCES,
-        key="rsa_live_text", height=190, max_chars=cfg.max_prompt_chars, bind="query-params",
+        f"At least {MIN_LIVE_SENTENCES} sentences, one per line",
+        value=DEFAULT_SENTENCES,
+        key="rsa_live_text",
+        height=190,
+        max_chars=cfg.max_prompt_chars,
+        bind="query-params",
     )
     norm = st.selectbox(
-        "Normalisation", list(LIVE_NORMS), format_func=LIVE_NORMS.get, key="rsa_live_norm",
+        "Normalisation",
+        list(LIVE_NORMS),
+        format_func=LIVE_NORMS.get,
+        key="rsa_live_norm",
         bind="query-params",
     )
     if st.button("Compare the layers", type="primary", key="rsa_live_run"):
@@ -122,20 +133,41 @@ def live_panel() -> None:
         f"Model: {res['model']}; {len(res['sentences'])} sentences; normalisation: {res['norm']}."
     )
     st.altair_chart(
-        heatmap(res["similarity"], "depth_a", "depth_b", "relative depth (0 = embeddings)",
-                "relative depth"),
+        heatmap(
+            res["similarity"],
+            "depth_a",
+            "depth_b",
+            "relative depth (0 = embeddings)",
+            "relative depth",
+        ),
         width="stretch",
     )
-    layer = st.slider("RDM of residual state", 0, res["n_layers"], res["n_layers"] // 2,
-                      key="rsa_live_layer", bind="query-params")
+    layer = st.slider(
+        "RDM of residual state",
+        0,
+        res["n_layers"],
+        res["n_layers"] // 2,
+        key="rsa_live_layer",
+        bind="query-params",
+    )
     rdm = res["rdm"][res["rdm"]["layer"] == layer]
     st.altair_chart(
-        charts.matrix_heatmap(rdm, "sentence_a", "sentence_b", "dissimilarity",
-                              "1 − cosine", None, "sentence", "sentence"),
+        charts.matrix_heatmap(
+            rdm,
+            "sentence_a",
+            "sentence_b",
+            "dissimilarity",
+            "1 − cosine",
+            None,
+            "sentence",
+            "sentence",
+        ),
         width="stretch",
     )
-    st.caption("The RDM's colour scale is fitted to this layer: mean-pooled states are often "
-               "all alike (small distances); *centre features* removes that common direction.")
+    st.caption(
+        "The RDM's colour scale is fitted to this layer: mean-pooled states are often "
+        "all alike (small distances); *centre features* removes that common direction."
+    )
     st.markdown(
         f"**What to notice.** State {layer} of {res['n_layers']} (relative depth "
         f"{layer / res['n_layers']:.2f}). Dark cells are sentence pairs this layer represents "

@@ -26,7 +26,10 @@ def one_metric(dataset: str) -> None:
     st.subheader("One metric, every model")
     ui.badge("precomputed")
     metric = st.selectbox(
-        "Metric", list(QUALITY_METRICS), key="q_metric", bind="query-params",
+        "Metric",
+        list(QUALITY_METRICS),
+        key="q_metric",
+        bind="query-params",
         format_func=lambda m: QUALITY_METRICS[m][0],
     )
     label, _, unit, text = QUALITY_METRICS[metric]
@@ -38,8 +41,10 @@ def one_metric(dataset: str) -> None:
     st.altair_chart(charts.depth_lines(df, f"{label} ({unit})"), width="stretch")
     views = sorted(v for v in df["grp"].unique() if v)
     if views:
-        st.caption("Augmented views per prompt: " + ", ".join(views) + " (SKEAN uses 16 for "
-                   "LiDAR; fewer on the CPU runs, recorded in each run's config).")
+        st.caption(
+            "Augmented views per prompt: " + ", ".join(views) + " (SKEAN uses 16 for "
+            "LiDAR; fewer on the CPU runs, recorded in each run's config)."
+        )
     ui.download(df, f"quality_{metric}_{dataset}", key="dl-q-one")
 
 
@@ -49,19 +54,25 @@ def overview(dataset: str) -> None:
     df = quality_overview(dataset)
     if df.empty:
         return
-    model = st.selectbox("Model", sorted(df["model"].unique()), key="q_model",
-                         bind="query-params")
+    model = st.selectbox("Model", sorted(df["model"].unique()), key="q_model", bind="query-params")
     one = df[df["model"] == model]
     chart = (
         alt.Chart(one)
         .mark_line(point=True)
         .encode(
-            x=alt.X("rel_depth:Q", title="relative depth (0 = first, 1 = last)",
-                    scale=alt.Scale(domain=[0, 1])),
+            x=alt.X(
+                "rel_depth:Q",
+                title="relative depth (0 = first, 1 = last)",
+                scale=alt.Scale(domain=[0, 1]),
+            ),
             y=alt.Y("scaled:Q", title="scaled to this model's range (0 = min, 1 = max)"),
             color=alt.Color("label:N", scale=alt.Scale(range=charts.OKABE_ITO), title="metric"),
-            tooltip=["label:N", alt.Tooltip("rel_depth:Q", format=".2f"),
-                     alt.Tooltip("mean:Q", format=".4f"), "unit:N"],
+            tooltip=[
+                "label:N",
+                alt.Tooltip("rel_depth:Q", format=".2f"),
+                alt.Tooltip("mean:Q", format=".4f"),
+                "unit:N",
+            ],
         )
         .properties(height=320)
     )

@@ -33,8 +33,12 @@ def refines(models: list[str]) -> None:
     model = st.selectbox("Model", models, key="gr_model", bind="query-params")
     df = V.flip_rates([model])
     st.altair_chart(
-        charts.depth_lines(df, "refined rate: top-1 differs from the final token (fraction)",
-                           color="bucket", stroke_dash="lens"),
+        charts.depth_lines(
+            df,
+            "refined rate: top-1 differs from the final token (fraction)",
+            color="bucket",
+            stroke_dash="lens",
+        ),
         width="stretch",
     )
     st.markdown(
@@ -50,16 +54,16 @@ def earliest(models: list[str]) -> None:
     st.subheader("Easy tokens settle early, hard ones late")
     c1, c2 = st.columns(2)
     model = c1.selectbox("Model", models, key="gr_k_model", bind="query-params")
-    stable = c2.toggle("stays within the top k from then on", key="gr_stable",
-                       bind="query-params")
+    stable = c2.toggle("stays within the top k from then on", key="gr_stable", bind="query-params")
     metric = "stable_layer_le_k" if stable else "earliest_layer_le_k"
     df = V.earliest_curves([model], "wikitext", metric)
     df["frequency of the prediction"] = (
         df["group"].str.removeprefix("pred:").map({**V.BUCKET_LABELS, "all": "all predictions"})
     )
     st.markdown("**By how frequent the predicted token is** (WikiText prefixes)")
-    st.altair_chart(V.k_curves(df, "frequency of the prediction", "predicted token"),
-                    width="stretch")
+    st.altair_chart(
+        V.k_curves(df, "frequency of the prediction", "predicted token"), width="stretch"
+    )
     facts = V.earliest_curves([model], "facts", metric)
     if facts.empty:
         facts = V.earliest_curves([model], "known_1000", metric)
@@ -86,8 +90,10 @@ def choices(models: list[str]) -> None:
         return
     model = st.selectbox("Model", models, key="gr_mcq_model", bind="query-params")
     one = df[df["model"] == model]
-    st.altair_chart(charts.depth_lines(one, "share of items (fraction)", color="what",
-                                       stroke_dash="lens"), width="stretch")
+    st.altair_chart(
+        charts.depth_lines(one, "share of items (fraction)", color="what", stroke_dash="lens"),
+        width="stretch",
+    )
     st.dataframe(V.mcq_settled([model]), hide_index=True, width="stretch")
     st.markdown(
         "**What to notice.** The option letters A-D enter the top 10 (the *format*) well before "

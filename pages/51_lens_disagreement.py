@@ -13,8 +13,11 @@ from app import lens_compare_views as V
 
 METHOD = V.TL
 DOMAINS = {"top1_prob": (0.0, 1.0), "kl_to_final": (0.0, 10.0), "entropy": (0.0, 10.0)}
-TITLES = {"top1_prob": "top-1 prob", "kl_to_final": "KL to final (nats)",
-          "entropy": "entropy (nats)"}
+TITLES = {
+    "top1_prob": "top-1 prob",
+    "kl_to_final": "KL to final (nats)",
+    "entropy": "entropy (nats)",
+}
 
 
 def average() -> None:
@@ -25,13 +28,22 @@ def average() -> None:
     if not models:
         ui.no_results(METHOD)
         return
-    metric = st.segmented_control(
-        "Metric", ["kl_to_final", "ce_next_token", "entropy"], default="kl_to_final",
-        key="tl_metric", bind="query-params",
-    ) or "kl_to_final"
+    metric = (
+        st.segmented_control(
+            "Metric",
+            ["kl_to_final", "ce_next_token", "entropy"],
+            default="kl_to_final",
+            key="tl_metric",
+            bind="query-params",
+        )
+        or "kl_to_final"
+    )
     df = V.tuned_eval(models, metric)
-    titles = {"kl_to_final": "KL(final ‖ lens) (nats)", "ce_next_token": "next-token loss (nats)",
-              "entropy": "lens entropy (nats)"}
+    titles = {
+        "kl_to_final": "KL(final ‖ lens) (nats)",
+        "ce_next_token": "next-token loss (nats)",
+        "entropy": "lens entropy (nats)",
+    }
     st.altair_chart(charts.depth_lines(df, titles[metric], stroke_dash="lens"), width="stretch")
     st.markdown(
         "**What to notice.** The tuned lens is trained to match the final output, so on held-out "
@@ -43,7 +55,8 @@ def average() -> None:
     )
     ui.download(df, f"tuned_lens_{metric}", key="dl-eval")
     ui.provenance(
-        METHOD, models,
+        METHOD,
+        models,
         "Translators trained with SGD-Nesterov (TL defaults) on WikiText-2 paragraphs against the "
         "model's own final distribution; evaluated on other paragraphs never used for training "
         "(positions 1..T-1). The stored lens (float16, low rank) is the one evaluated. "
@@ -57,16 +70,23 @@ def live_panel() -> None:
     ui.badge("live")
     cfg = live.config()
     model = live.model_picker(key="dis_model")
-    prompt = st.text_area("Prompt", value="The Eiffel Tower is located in the city of",
-                          key="dis_prompt", max_chars=cfg.max_prompt_chars, bind="query-params")
-    value = st.selectbox("Colour", list(DOMAINS), format_func=TITLES.get, key="dis_value",
-                         bind="query-params")
+    prompt = st.text_area(
+        "Prompt",
+        value="The Eiffel Tower is located in the city of",
+        key="dis_prompt",
+        max_chars=cfg.max_prompt_chars,
+        bind="query-params",
+    )
+    value = st.selectbox(
+        "Colour", list(DOMAINS), format_func=TITLES.get, key="dis_value", bind="query-params"
+    )
     if st.button("Run both lenses", type="primary"):
         try:
             text = live.check_prompt(prompt)
             with st.spinner("Running the model and both lenses ..."):
                 st.session_state["dis_result"] = {
-                    "model": model, **V.live_compare(model, text, min(cfg.max_live_tokens, 48))
+                    "model": model,
+                    **V.live_compare(model, text, min(cfg.max_live_tokens, 48)),
                 }
         except live.PromptError as err:
             st.warning(str(err))
@@ -84,9 +104,11 @@ def live_panel() -> None:
     agree_from = by_layer.loc[by_layer["share_disagree"] > 0, "layer"].max()
     st.markdown(
         f"**{res['model']}**: cells framed in orange are where the two lenses pick different "
-        "top-1 tokens. " + (
+        "top-1 tokens. "
+        + (
             f"From layer {int(agree_from) + 1} on they agree at every position."
-            if by_layer["share_disagree"].gt(0).any() else "They agree everywhere."
+            if by_layer["share_disagree"].gt(0).any()
+            else "They agree everywhere."
         )
     )
     left, right = st.columns(2)
@@ -94,17 +116,24 @@ def live_panel() -> None:
         col.markdown(f"**{V.LENS_LABELS[lens]}**")
         one = df[df["lens"] == lens]
         col.altair_chart(
-            V.disagreement_heatmap(one, value, TITLES[value], DOMAINS[value],
-                                   reverse=value != "top1_prob"),
+            V.disagreement_heatmap(
+                one, value, TITLES[value], DOMAINS[value], reverse=value != "top1_prob"
+            ),
             width="stretch",
         )
     st.altair_chart(
-        alt.Chart(by_layer).mark_bar(color=charts.OKABE_ITO[5]).encode(
+        alt.Chart(by_layer)
+        .mark_bar(color=charts.OKABE_ITO[5])
+        .encode(
             y=alt.Y("layer:O", sort="descending", title="residual state (0 = embeddings)"),
-            x=alt.X("share_disagree:Q", title="positions where the lenses disagree (fraction)",
-                    scale=alt.Scale(domain=[0, 1])),
+            x=alt.X(
+                "share_disagree:Q",
+                title="positions where the lenses disagree (fraction)",
+                scale=alt.Scale(domain=[0, 1]),
+            ),
             tooltip=["layer", alt.Tooltip("share_disagree:Q", format=".2f")],
-        ).properties(height=260),
+        )
+        .properties(height=260),
         width="stretch",
     )
     st.markdown(
@@ -114,8 +143,12 @@ def live_panel() -> None:
         "same residual stream."
     )
     with st.expander("The tuned lens used here"):
-        st.code(json.dumps({k: v for k, v in res["lens"].items()
-                            if k != "energy_kept_per_layer"}, indent=1)[:3000], language="json")
+        st.code(
+            json.dumps(
+                {k: v for k, v in res["lens"].items() if k != "energy_kept_per_layer"}, indent=1
+            )[:3000],
+            language="json",
+        )
     ui.download(df, "lens_disagreement_live", key="dl-dis")
 
 

@@ -40,9 +40,9 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or resume) the jobs of one model."""
-    from precompute.jobs import run_job
     from precompute.methods import get_method
-    from precompute.models import load_model
+    from precompute.model.load import load_model
+    from precompute.results.jobs import run_job
 
     methods = [get_method(m.strip()) for m in args.methods.split(",") if m.strip()]
     lm = load_model(args.model, device=args.device)
@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             log.info("done: %s", folder)
     if args.build:
-        from precompute.store import build
+        from precompute.results.store import build
 
         build(args.work_dir, args.results)
     return 0
@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Merge finished jobs into the results folder."""
-    from precompute.store import build
+    from precompute.results.store import build
 
     counts = build(args.work_dir, args.results)
     sys.stdout.write(json.dumps(counts, indent=2) + "\n")
@@ -79,7 +79,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List (model, method) pairs present in the results."""
-    from precompute.store import list_results
+    from precompute.results.store import list_results
 
     rows = list_results(args.results)
     if args.json:
@@ -99,7 +99,7 @@ def _clean(v):
 def cmd_run_one(args: argparse.Namespace) -> int:
     """Run one method on one prompt and print tidy rows."""
     from precompute.methods import get_method
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     method = get_method(args.method)
     if method.run_one is None:
@@ -122,7 +122,7 @@ def cmd_run_one(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Validate and upload the results to a Hugging Face dataset repo."""
-    from precompute.publish import publish
+    from precompute.results.publish import publish
 
     with tempfile.TemporaryDirectory() as tmp:
         sha = publish(args.results, args.repo_id, Path(tmp) / "stage", private=args.private)
@@ -151,7 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the model catalog."""
-    from precompute.catalog import CATALOG
+    from precompute.model.catalog import CATALOG
 
     rows = [s.to_dict() for s in CATALOG.values()]
     sys.stdout.write(json.dumps(rows, indent=1) + "\n")
@@ -232,9 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from precompute.catalog import UnknownModelError
     from precompute.datasets import DatasetError
-    from precompute.publish import PublishError
+    from precompute.model.catalog import UnknownModelError
+    from precompute.results.publish import PublishError
     from precompute.schema import SchemaError
 
     try:

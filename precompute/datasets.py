@@ -17,7 +17,7 @@ import logging
 import re
 from pathlib import Path
 
-from precompute.methods import Item
+from precompute.types import Item
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_models():
     """The three tiny random architectures, loaded once."""
-    from precompute.models import TINY_ARCHS, load_model
+    from precompute.model.load import TINY_ARCHS, load_model
 
     return {arch: load_model(arch, device="cpu") for arch in TINY_ARCHS}
 

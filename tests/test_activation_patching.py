@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from precompute import schema
-from precompute.methods import Item, RunContext
 from precompute.methods.activation_patching import (
     EFFECT_METRIC,
     USES_METRIC,
@@ -22,6 +21,7 @@ from precompute.methods.activation_patching import (
     swap_subject,
 )
 from precompute.methods.attention_knockout import subject_tokens
+from precompute.types import Item, RunContext
 
 # In the tiny tokenizer " capital" and " layer" are single tokens: an aligned pair.
 TEMPLATE = "The {} is located in the city of"
@@ -99,8 +99,15 @@ def _facts(lm, subjects, right=True):
         f = subject_tokens(lm, TEMPLATE.format(s), s)
         logits = patched_logits(lm, f.ids, f.ids, [])
         pred = lm.tokenizer.decode([int(logits[0].argmax())]).strip() or "?"
-        rows.append({"id": f"f{i}", "subject": s, "template": TEMPLATE, "relation": "r",
-                     "answer": pred if right else pred + "zzz"})
+        rows.append(
+            {
+                "id": f"f{i}",
+                "subject": s,
+                "template": TEMPLATE,
+                "relation": "r",
+                "answer": pred if right else pred + "zzz",
+            }
+        )
     return [Item(r["id"], TEMPLATE.format(r["subject"]), r) for r in rows]
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from precompute import schema
-from precompute.methods import Item, RunContext
 from precompute.methods.attention_knockout import (
     BLOCK_SETS,
     IMPLS,
@@ -23,6 +22,7 @@ from precompute.methods.attention_knockout import (
     subject_tokens,
     window_layers,
 )
+from precompute.types import Item, RunContext
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -140,8 +140,13 @@ def _items(lm, answer_right: bool) -> list[Item]:
     target, _ = clean_prediction(lm, fact)
     predicted = lm.tokenizer.decode([target]).strip() or "?"
     answer = predicted if answer_right else predicted + "zzz-not-it"
-    row = {"id": "f1", "subject": SUBJECT, "template": "The {} is located in the city of",
-           "relation": "landmark_city", "answer": answer}
+    row = {
+        "id": "f1",
+        "subject": SUBJECT,
+        "template": "The {} is located in the city of",
+        "relation": "landmark_city",
+        "answer": answer,
+    }
     missing = dict(row, id="f2", subject="Big Ben")
     return [Item("f1", PROMPT, row), Item("f2", PROMPT, missing)]
 
@@ -179,7 +184,7 @@ def test_run_one_with_marked_subject(tiny_models):
 
 @pytest.mark.slow
 def test_smollm2_mask_equals_score_hook():
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model("smollm2-135m", device="cpu")
     a = knockout_fact(lm, PROMPT, SUBJECT, window=9, impl="score_hook")

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from precompute.methods import Item, RunContext
 from precompute.methods.attention_locality import (
     AttentionLocalityConfig,
     attention_pattern,
@@ -12,6 +11,7 @@ from precompute.methods.attention_locality import (
     process,
     run_one,
 )
+from precompute.types import Item, RunContext
 
 PROMPT = "The cat sat on the mat and the dog sat on the log near Paris in France."
 

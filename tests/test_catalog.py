@@ -1,6 +1,6 @@
 import pytest
 
-from precompute.catalog import CATALOG, UnknownModelError, resolve
+from precompute.model.catalog import CATALOG, UnknownModelError, resolve
 
 
 def test_catalog_covers_the_seed_families():

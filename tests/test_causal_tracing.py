@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from precompute.methods import Item, RunContext
 from precompute.methods.causal_tracing import (
     CausalTracingConfig,
     TraceCancelled,
@@ -16,8 +15,9 @@ from precompute.methods.causal_tracing import (
     trace_reference,
     window_layers,
 )
-from precompute.models import load_model
+from precompute.model.load import load_model
 from precompute.schema import conform
+from precompute.types import Item, RunContext
 
 PROMPT = "The cat sat on the mat and the dog"
 SUBJECT = "cat sat"
@@ -122,8 +122,14 @@ def test_cancel_stops_the_trace():
 
 def test_token_groups_and_windows():
     assert token_groups(8, 2, 5) == [
-        "before", "before", "first_subject", "middle_subject", "last_subject",
-        "first_subsequent", "further", "last",
+        "before",
+        "before",
+        "first_subject",
+        "middle_subject",
+        "last_subject",
+        "first_subsequent",
+        "further",
+        "last",
     ]
     assert token_groups(4, 1, 2) == ["before", "last_subject", "first_subsequent", "last"]
     assert list(window_layers(0, 10, 30)) == list(range(0, 5))

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from precompute.methods import Item, RunContext
 from precompute.methods.component_norms import (
     HOOKS,
     ComponentNormsConfig,
@@ -10,6 +9,7 @@ from precompute.methods.component_norms import (
     run_one,
     token_norms,
 )
+from precompute.types import Item, RunContext
 
 PROMPT = "The cat sat on the mat and the dog sat on the log near Paris in France."
 

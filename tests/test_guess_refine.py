@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from precompute.methods import Item, RunContext
 from precompute.methods import guess_refine as G
 from precompute.methods.tuned_lens import TunedLens
+from precompute.types import Item, RunContext
 
 
 def _frame(recs):
@@ -19,7 +19,15 @@ def _frame(recs):
 
 def test_buckets_and_earliest():
     assert [G.bucket_of(r) for r in (1, 10, 11, 100, 101, 1000, 1001, 10**6)] == [
-        "top10", "top10", "top100", "top100", "top1000", "top1000", "rest", "rest"]
+        "top10",
+        "top10",
+        "top100",
+        "top100",
+        "top1000",
+        "top1000",
+        "rest",
+        "rest",
+    ]
     assert G.earliest([False, True, False, True, True]) == (1, 3)
     assert G.earliest([False, False]) == (2, 2)
 
@@ -34,8 +42,12 @@ def test_frequency_ranks_count_the_corpus(tiny_models):
 
 
 def _real_prompts(lm, n=12):
-    texts = ["The cat sat on the mat and the dog sat on the log", "Paris is the capital of",
-             "Water boils at one hundred degrees and ice melts in the", "The Eiffel Tower is in"]
+    texts = [
+        "The cat sat on the mat and the dog sat on the log",
+        "Paris is the capital of",
+        "Water boils at one hundred degrees and ice melts in the",
+        "The Eiffel Tower is in",
+    ]
     out = []
     for i in range(n):
         ids = lm.tokenize(texts[i % len(texts)])[:, : 4 + i % 6]
@@ -75,8 +87,11 @@ def test_oracle_lens_gives_flat_curves(tiny):
         spread = per_layer["value"].mean().groupby(level=0).agg(lambda s: s.max() - s.min())
         assert spread.abs().max() < 1e-6, metric
     assert (df[df.metric == "flip_rate"]["value"] == 0).all()
-    early = df[df.metric.isin(["earliest_layer_le_k", "stable_layer_le_k", "decision_settled",
-                               "decision_first"])]
+    early = df[
+        df.metric.isin(
+            ["earliest_layer_le_k", "stable_layer_le_k", "decision_settled", "decision_first"]
+        )
+    ]
     assert (early["value"] == 0).all()
 
 
@@ -106,8 +121,9 @@ def test_process_wikitext_and_facts_with_both_lenses(tiny_models, tmp_path):
     TunedLens.zeros(lm).save(tmp_path / lm.name)  # an (untrained) tuned lens is available
     cfg = G.GuessRefineConfig(n_prompts=6, lens_dir=str(tmp_path))
     words = ["the", "cat", "sat", "on", "the", "mat", "and", "dog", "log", "near", "Paris"]
-    items = [Item(f"wt-{i}", " ".join(words[(i + j) % len(words)] for j in range(60)))
-             for i in range(10)]
+    items = [
+        Item(f"wt-{i}", " ".join(words[(i + j) % len(words)] for j in range(60))) for i in range(10)
+    ]
     df = G.process(lm, items, cfg, RunContext(lm.name, "guess_refine", "wikitext"))["metrics"]
     assert set(df["variant"]) == {"logit", "tuned"}
     assert set(df["dataset"]) == {"wikitext", "mcq"}

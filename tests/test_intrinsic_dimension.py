@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from precompute.methods import Item, RunContext
 from precompute.methods import intrinsic_dimension as idm
 from precompute.methods.intrinsic_dimension import (
     IntrinsicDimensionConfig,
@@ -17,8 +16,9 @@ from precompute.methods.intrinsic_dimension import (
     twonn_ml,
     unique_points,
 )
-from precompute.models import load_model
+from precompute.model.load import load_model
 from precompute.schema import conform
+from precompute.types import Item, RunContext
 
 
 def rotation(dim: int, rng: np.random.Generator) -> np.ndarray:

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from precompute import schema
-from precompute.jobs import run_job
 from precompute.methods import get_method
 from precompute.methods.logit_lens import LogitLensConfig
-from precompute.store import build, list_results
+from precompute.results.jobs import run_job
+from precompute.results.store import build, list_results
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from precompute import interventions as iv
-from precompute.activations import final_norm, unembed
-from precompute.methods import RunContext
 from precompute.methods.layer_ablation import LayerAblationConfig, process, run_one
+from precompute.model import interventions as iv
+from precompute.model.internals import final_norm, unembed
 from precompute.schema import conform
+from precompute.types import RunContext
 
 PROMPT = "The cat sat on the mat and the dog sat on the log. Paris is the capital of France."
 
@@ -137,7 +137,7 @@ def test_run_one_rows(tiny_models):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 def test_real_models_replay_and_fast_equals_reference(name):
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model(name, device="cpu")
     ids = lm.tokenize("The Eiffel Tower is located in the city of Paris, France.")

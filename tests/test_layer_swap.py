@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from precompute import interventions as iv
-from precompute.methods import RunContext
 from precompute.methods.layer_swap import LayerSwapConfig, process, run_one
+from precompute.model import interventions as iv
 from precompute.schema import conform
+from precompute.types import RunContext
 
 PROMPT = "The cat sat on the mat and the dog sat on the log. Paris is the capital of France."
 
@@ -49,7 +49,7 @@ def test_swapping_twice_restores_the_model(tiny):
 @pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-llama"])
 @torch.inference_mode()
 def test_block_order_swap_equals_state_dict_swap(arch, tiny_models):
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = tiny_models[arch]
     ids = lm.tokenize(PROMPT)
@@ -81,7 +81,7 @@ def test_one_token_prompt_is_a_clear_error(tiny_models):
 
 
 def test_blocks_of_different_shapes_cannot_be_swapped():
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model("tiny-gpt2", device="cpu")
     iv.block_stack(lm)[2].register_parameter("extra", torch.nn.Parameter(torch.zeros(3)))

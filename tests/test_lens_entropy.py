@@ -3,8 +3,6 @@ import math
 import pytest
 import torch
 
-from precompute.activations import residual_states
-from precompute.methods import Item, RunContext
 from precompute.methods.lens_entropy import (
     LensEntropyConfig,
     both_entropies,
@@ -16,6 +14,8 @@ from precompute.methods.lens_entropy import (
     state_entropy,
 )
 from precompute.methods.logit_lens import lens_from_states
+from precompute.model.internals import residual_states
+from precompute.types import Item, RunContext
 
 PROMPT = "The Eiffel Tower is located in the city of Paris, in France."
 
@@ -47,8 +47,9 @@ def test_uniform_lens_on_a_model(tiny_models):
 def test_variants_agree_at_the_last_state(tiny):
     h = doc_entropy(tiny, tiny.tokenize(PROMPT))
     assert h["recompute_ln"].shape == (tiny.n_layers + 1,)
-    assert float(h["recompute_ln"][-1]) == pytest.approx(float(h["cached_final_scale"][-1]),
-                                                          abs=1e-4)
+    assert float(h["recompute_ln"][-1]) == pytest.approx(
+        float(h["cached_final_scale"][-1]), abs=1e-4
+    )
     assert (h["recompute_ln"][:-1] - h["cached_final_scale"][:-1]).abs().max() > 1e-3
     assert torch.all(h["recompute_ln"] <= math.log2(tiny.d_vocab) + 1e-4)
 

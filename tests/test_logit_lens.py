@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from precompute.activations import final_norm, residual_states, unembed
 from precompute.methods.logit_lens import LogitLensConfig, lens_from_states, lens_readout, run_one
+from precompute.model.internals import final_norm, residual_states, unembed
 
 PROMPT = "The Eiffel Tower is located in the city of Paris"
 
@@ -85,7 +85,7 @@ def test_run_one_rows(tiny):
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 @torch.inference_mode()
 def test_real_models_lens_and_prediction(name):
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model(name, device="cpu")
     ids = lm.tokenize("The Eiffel Tower is located in the city of")

@@ -2,7 +2,6 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from precompute.methods import RunContext
 from precompute.methods.neurons import (
     NeuronsConfig,
     classify,
@@ -12,6 +11,7 @@ from precompute.methods.neurons import (
     unembedding_directions,
     vocab_moments,
 )
+from precompute.types import RunContext
 
 
 def random_unembedding(d=64, v=5000, seed=0):
@@ -49,13 +49,18 @@ def test_moments_match_scipy_non_excess_and_chunking():
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     c = (w_out / w_out.norm(dim=1, keepdim=True) @ w_u).double().numpy()
-    torch.testing.assert_close(a["vocab_kurt"].double(),
-                               torch.tensor(sps.kurtosis(c, axis=1, fisher=False)), rtol=1e-3,
-                               atol=1e-3)
-    torch.testing.assert_close(a["vocab_skew"].double(), torch.tensor(sps.skew(c, axis=1)),
-                               rtol=1e-3, atol=1e-3)
-    torch.testing.assert_close(a["vocab_var"].double(), torch.tensor(c.var(axis=1)), rtol=1e-3,
-                               atol=1e-7)
+    torch.testing.assert_close(
+        a["vocab_kurt"].double(),
+        torch.tensor(sps.kurtosis(c, axis=1, fisher=False)),
+        rtol=1e-3,
+        atol=1e-3,
+    )
+    torch.testing.assert_close(
+        a["vocab_skew"].double(), torch.tensor(sps.skew(c, axis=1)), rtol=1e-3, atol=1e-3
+    )
+    torch.testing.assert_close(
+        a["vocab_var"].double(), torch.tensor(c.var(axis=1)), rtol=1e-3, atol=1e-7
+    )
 
 
 def test_dead_neuron_gives_zeros_not_nan():

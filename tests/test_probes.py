@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from precompute.activations import residual_states
-from precompute.methods import Item, RunContext
 from precompute.methods.probes import (
     ProbesConfig,
     answer_from_states,
@@ -17,7 +15,9 @@ from precompute.methods.probes import (
     probe_records,
     process,
 )
-from precompute.models import load_model
+from precompute.model.internals import residual_states
+from precompute.model.load import load_model
+from precompute.types import Item, RunContext
 
 
 def test_random_labels_give_chance_accuracy():

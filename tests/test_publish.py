@@ -5,11 +5,11 @@ import yaml
 
 from app.config import AppConfig
 from app.data import resolve_source
-from precompute.jobs import run_job
 from precompute.methods import get_method
 from precompute.methods.logit_lens import LogitLensConfig
-from precompute.publish import PublishError, dataset_card, fetch, publish, stage, validate
-from precompute.store import build
+from precompute.results.jobs import run_job
+from precompute.results.publish import PublishError, dataset_card, fetch, publish, stage, validate
+from precompute.results.store import build
 
 
 class FakeHub:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from precompute.methods import Item, RunContext
 from precompute.methods.representation_quality import (
     DegenerateError,
     QualityConfig,
@@ -21,7 +20,8 @@ from precompute.methods.representation_quality import (
     process,
     views_of,
 )
-from precompute.models import load_model
+from precompute.model.load import load_model
+from precompute.types import Item, RunContext
 
 
 def _rot(d: int, seed: int = 0) -> np.ndarray:

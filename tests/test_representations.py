@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from precompute.activations import residual_states
-from precompute.models import load_model
-from precompute.representations import pooled_states
+from precompute.model.internals import residual_states
+from precompute.model.load import load_model
+from precompute.model.pooled import pooled_states
 
 TEXTS = [
     "The cat sat on the mat and the dog sat on the log.",
@@ -23,6 +23,7 @@ def lm():
 
 def test_pools_equal_the_residual_states(lm):
     seen = []
+
     def keep(j, states, ids):
         seen.append((j, states, ids))
 
@@ -52,13 +53,28 @@ def test_bad_inputs(lm):
 
 @pytest.mark.slow
 def test_real_model_rsa_and_id_rows():
-    from precompute.methods import Item, RunContext, rsa
     from precompute.methods import intrinsic_dimension as idm
+    from precompute.methods import rsa
+    from precompute.types import Item, RunContext
 
     real = load_model("smollm2-135m", device="cpu")
-    texts = [f"{w} is a word that people use when they talk about {w}s." for w in
-             ["cat", "dog", "river", "house", "music", "winter", "number", "garden", "train",
-              "letter", "mountain", "bread"]]
+    texts = [
+        f"{w} is a word that people use when they talk about {w}s."
+        for w in [
+            "cat",
+            "dog",
+            "river",
+            "house",
+            "music",
+            "winter",
+            "number",
+            "garden",
+            "train",
+            "letter",
+            "mountain",
+            "bread",
+        ]
+    ]
     ps = pooled_states(real, texts, max_tokens=32)
     assert np.isfinite(ps.mean).all() and ps.mean.shape == (31, 12, 576)
     res = rsa.rsa_from_pooled(ps, [f"s{i:02d}" for i in range(12)], rsa.RSAConfig())

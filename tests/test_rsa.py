@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from precompute.methods import Item, RunContext, rsa
+from precompute.methods import rsa
 from precompute.methods.rsa import (
     RSAConfig,
     cross_model_similarity,
@@ -17,8 +17,9 @@ from precompute.methods.rsa import (
     spearman,
     upper,
 )
-from precompute.models import load_model
+from precompute.model.load import load_model
 from precompute.schema import conform
+from precompute.types import Item, RunContext
 
 
 def rotation(dim: int, rng: np.random.Generator) -> np.ndarray:

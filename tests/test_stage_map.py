@@ -56,12 +56,16 @@ def test_normalise_and_boundaries_on_a_model_frame():
     rows = []
     for key, col in zip(["prev5", "attn_mlp"], x.T):
         for layer, v in enumerate(col):
-            rows.append(dict(model="m", key=key, n_layers=12, layer=layer,
-                             rel_depth=layer / 11, mean=v))
+            rows.append(
+                dict(model="m", key=key, n_layers=12, layer=layer, rel_depth=layer / 11, mean=v)
+            )
     # a residual-indexed curve (i / L, L + 1 points) is interpolated onto the block grid
     for i in range(13):
-        rows.append(dict(model="m", key="entropy", n_layers=12, layer=i, rel_depth=i / 12,
-                         mean=float(i >= 6)))
+        rows.append(
+            dict(
+                model="m", key="entropy", n_layers=12, layer=i, rel_depth=i / 12, mean=float(i >= 6)
+            )
+        )
     mat = signature_matrix(pd.DataFrame(rows), "m", ["prev5", "attn_mlp", "entropy", "pct_pred"])
     assert set(mat["key"]) == {"prev5", "attn_mlp", "entropy"}
     assert mat["value"].between(0, 1).all() and len(mat) == 3 * 12

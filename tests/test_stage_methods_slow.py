@@ -17,7 +17,7 @@ PROMPT = "The Eiffel Tower is located in the city of Paris, which is the capital
 
 @pytest.fixture(scope="module")
 def smol():
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     try:
         return load_model("smollm2-135m", device="cpu")
@@ -44,8 +44,11 @@ def test_writes_add_up_and_norms(smol):
     with smol.lock:
         _, cache = smol.bridge.run_with_cache(ids, names_filter=lambda n: n in names)
     for i in (0, 29):
-        got = (cache[f"blocks.{i}.hook_resid_pre"] + cache[HOOKS["attn"].format(i=i)]
-               + cache[HOOKS["mlp"].format(i=i)])
+        got = (
+            cache[f"blocks.{i}.hook_resid_pre"]
+            + cache[HOOKS["attn"].format(i=i)]
+            + cache[HOOKS["mlp"].format(i=i)]
+        )
         post = cache[f"blocks.{i}.hook_resid_post"]
         assert (got - post).abs().max() <= 1e-4 * max(1.0, float(post.abs().max()))
     s = layer_summary(token_norms(smol, ids))
@@ -64,5 +67,6 @@ def test_lens_entropy(smol):
     top = math.log2(smol.d_vocab)
     for v in h.values():
         assert torch.all(v >= 0) and torch.all(v <= top + 1e-3)
-    assert float(h["recompute_ln"][-1]) == pytest.approx(float(h["cached_final_scale"][-1]),
-                                                          abs=1e-3)
+    assert float(h["recompute_ln"][-1]) == pytest.approx(
+        float(h["cached_final_scale"][-1]), abs=1e-3
+    )

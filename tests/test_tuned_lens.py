@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from precompute.activations import final_norm, unembed
-from precompute.methods import Item, RunContext
 from precompute.methods import tuned_lens as T
 from precompute.methods.logit_lens import lens_readout
+from precompute.model.internals import final_norm, unembed
+from precompute.types import Item, RunContext
 
 TEXTS = [
     "The cat sat on the mat and the dog sat on the log.",
@@ -22,8 +22,9 @@ TEXTS = [
 
 
 def _items(n: int, offset: int = 0) -> list[Item]:
-    return [Item(f"d{i}", TEXTS[(i + offset) % len(TEXTS)] + " " + TEXTS[(i + 1) % 5])
-            for i in range(n)]
+    return [
+        Item(f"d{i}", TEXTS[(i + offset) % len(TEXTS)] + " " + TEXTS[(i + 1) % 5]) for i in range(n)
+    ]
 
 
 def test_untrained_tuned_lens_is_the_logit_lens_exactly(tiny):
@@ -104,8 +105,15 @@ def test_optimizer_steps_match_hand_nesterov_sgd(tiny_models):
 def test_training_beats_logit_lens_on_held_out_text(tiny_models, tmp_path):
     lm = tiny_models["tiny-gpt2"]
     cfg = T.TunedLensConfig(
-        num_steps=10, tokens_per_step=96, max_seq_len=48, n_train_docs=20, n_eval_docs=5,
-        eval_max_tokens=48, save_rank=0, save_dtype="float32", lens_dir=str(tmp_path / "lenses"),
+        num_steps=10,
+        tokens_per_step=96,
+        max_seq_len=48,
+        n_train_docs=20,
+        n_eval_docs=5,
+        eval_max_tokens=48,
+        save_rank=0,
+        save_dtype="float32",
+        lens_dir=str(tmp_path / "lenses"),
         ckpt_dir=str(tmp_path / "ckpt"),
     )
     items = _items(20) + _items(5, offset=2)
@@ -183,7 +191,7 @@ def test_bad_inputs_are_clear(tiny_models):
 
 @pytest.mark.slow
 def test_smollm2_zero_lens_and_shipped_lens():
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model("smollm2-135m", device="cpu")
     ids = lm.tokenize("The Eiffel Tower is located in the city of")
@@ -193,8 +201,10 @@ def test_smollm2_zero_lens_and_shipped_lens():
     if shipped is None:
         pytest.skip("no trained smollm2 lens in data/results/lenses")
     assert shipped.meta["model"] == "smollm2-135m" and shipped.A.shape == (30, 576, 576)
-    text = ("The small museum by the harbour opened in the spring. Its first exhibition showed "
-            "old maps of the coast, letters from sailors and a model of the lighthouse.")
+    text = (
+        "The small museum by the harbour opened in the spring. Its first exhibition showed "
+        "old maps of the coast, letters from sailors and a model of the lighthouse."
+    )
     r = T.tuned_readout(lm, shipped, lm.tokenize(text))
     logit = lens_readout(lm, lm.tokenize(text))
     assert r.kl[1:10, 1:].mean() < logit.kl[1:10, 1:].mean()  # early layers read better

@@ -32,7 +32,7 @@ The "knows versus uses" page reads ``USES_VARIANT``/``USES_REL_METRIC`` from her
 over facts of ``uses_rel_depth`` for ``resid_last``, on the ``i/L`` axis of probes on ``h_0..h_L``.
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> r = patch_pair(lm, "The capital of France is the city of", "France", "Italy", check=False)
     >>> len(r.effect_ld["resid_last"]) == lm.n_layers + 1
@@ -48,8 +48,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from precompute.activations import resid_hook_names
-from precompute.methods import BaseConfig, Item, Method, RunContext, rel_depth
+from precompute.methods import Method
 from precompute.methods.attention_knockout import (
     FactPrompt,
     answer_matches,
@@ -61,7 +60,9 @@ from precompute.methods.attention_knockout import (
     subject_tokens,
     summary_record,
 )
-from precompute.models import LoadedModel
+from precompute.model.internals import resid_hook_names
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext, rel_depth
 
 VARIANTS = ("resid_last", "block_out_last", "resid_subject_last")
 #: The variant, metric and threshold that define the "uses" layer (for the knows-vs-uses page).
@@ -461,8 +462,13 @@ def find_pair(
     for other in swap_candidates(items, index, cfg.candidates):
         try:
             res = patch_pair(
-                lm, prompt, subject, other, answer=answer,
-                max_tokens=cfg.max_tokens, batch_rows=cfg.batch_rows,
+                lm,
+                prompt,
+                subject,
+                other,
+                answer=answer,
+                max_tokens=cfg.max_tokens,
+                batch_rows=cfg.batch_rows,
             )
         except ValueError as err:
             reason = str(err)
@@ -520,8 +526,12 @@ def run_one(lm: LoadedModel, prompt: str, cfg: PatchingConfig) -> pd.DataFrame:
             "Name both subjects: --set subject='France' --set corrupt_subject='Italy'."
         )
     r = patch_pair(
-        lm, prompt, cfg.subject, cfg.corrupt_subject,
-        max_tokens=cfg.max_tokens, batch_rows=cfg.batch_rows,
+        lm,
+        prompt,
+        cfg.subject,
+        cfg.corrupt_subject,
+        max_tokens=cfg.max_tokens,
+        batch_rows=cfg.batch_rows,
     )
     ctx = RunContext(model=lm.name, method="activation_patching", dataset="live")
     df = metrics_frame(ctx, result_records(r, lm.n_layers, "live"))

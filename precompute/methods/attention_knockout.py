@@ -27,7 +27,7 @@ subject is not in the prompt) and ``subject_at_pos0`` (GEVA records it: without 
 subject at position 0 removes the attention sink).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> prompt = "The Eiffel Tower is located in the city of"
     >>> r = knockout_fact(lm, prompt, "Eiffel Tower", window=3)
@@ -46,9 +46,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from precompute.benchutil import matmul_peak_flops
-from precompute.methods import BaseConfig, Item, Method, RunContext, rel_depth
-from precompute.models import LoadedModel
+from precompute.bench.util import matmul_peak_flops
+from precompute.methods import Method
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext, rel_depth
 
 BLOCK_SETS = ("subject", "non_subject", "last")
 IMPLS = ("score_hook", "mask")
@@ -662,7 +663,7 @@ def bench(model_name: str, args) -> dict:
     ``score_hook`` and ``mask`` use the key/value cache of the clean prefix (the default);
     ``uncached`` recomputes every position of every row (``use_cache=False``, score hook).
     """
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
     ways = {

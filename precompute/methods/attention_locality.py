@@ -12,7 +12,7 @@ just before the query. Per layer, from the pattern ``A[h, q, k]`` (hook
   heads and queries ``q >= k + 1`` (queries with ``k`` predecessors besides BOS).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> stats = layer_locality(lm, lm.tokenize("the cat sat on the mat and the dog sat on the log"))
     >>> sorted(stats[0])
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
+from precompute.methods import Method
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 METRICS = {
     # metric: (variant, unit)

@@ -25,7 +25,7 @@ Two implementations give the same numbers:
   (window) in one pass.
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> r = trace(lm, "The Eiffel Tower is located in the city of", "Eiffel Tower",
     ...           CausalTracingConfig(kinds="hidden", noise_sigma=1.0))
@@ -46,10 +46,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from precompute.activations import unembed
-from precompute.benchutil import matmul_peak_flops
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
+from precompute.bench.util import matmul_peak_flops
+from precompute.methods import Method
+from precompute.model.internals import unembed
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -774,7 +775,7 @@ def bench_causal_tracing(model_name: str, args) -> dict:
 
     ``STAGESCOPE_CT_BENCH_KINDS`` (default ``hidden,mlp,attn``) picks the kinds compared.
     """
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
     kinds = os.environ.get("STAGESCOPE_CT_BENCH_KINDS", "hidden,mlp,attn")

@@ -15,7 +15,7 @@ Weights are the model's own (no TransformerLens centring of writing weights, whi
 LayerNorm models' norms; RMSNorm models are unaffected by that preprocessing anyway).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-neox")
     >>> norms = token_norms(lm, lm.tokenize("the cat sat on the mat"))
     >>> norms["attn"].shape == (lm.n_layers, 6)
@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
+from precompute.methods import Method
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 HOOKS = {"attn": "blocks.{i}.hook_attn_out", "mlp": "blocks.{i}.hook_mlp_out"}
 
@@ -65,7 +66,8 @@ def token_norms(lm: LoadedModel, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return hook
 
     hooks = [
-        (tmpl.format(i=i), make_hook(kind, i)) for kind, tmpl in HOOKS.items()
+        (tmpl.format(i=i), make_hook(kind, i))
+        for kind, tmpl in HOOKS.items()
         for i in range(lm.n_layers)
     ]
     with lm.lock:

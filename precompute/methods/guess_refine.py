@@ -43,10 +43,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from precompute.activations import final_norm, residual_states, unembed
-from precompute.methods import BaseConfig, Item, Method, RunContext
+from precompute.methods import Method
 from precompute.methods.tuned_lens import TunedLens, find_lens
-from precompute.models import LoadedModel
+from precompute.model.internals import final_norm, residual_states, unembed
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,16 @@ def earliest(ok: list[bool]) -> tuple[int, int]:
 
 def _rec(layer: int, n_layers: int, metric: str, value: float, unit: str, **kw) -> dict:
     rd = layer / n_layers if layer >= 0 else -1.0
-    return dict(layer=layer, layer_kind="resid", n_layers=n_layers, rel_depth=rd, metric=metric,
-                value=float(value), unit=unit, **kw)
+    return dict(
+        layer=layer,
+        layer_kind="resid",
+        n_layers=n_layers,
+        rel_depth=rd,
+        metric=metric,
+        value=float(value),
+        unit=unit,
+        **kw,
+    )
 
 
 def earliest_records(rank: torch.Tensor, n_layers: int, group: str, **kw) -> list[dict]:
@@ -151,10 +160,28 @@ def earliest_records(rank: torch.Tensor, n_layers: int, group: str, **kw) -> lis
     rank_l = rank.tolist()
     for k in K_GRID:
         first, stable = earliest([r <= k for r in rank_l])
-        recs.append(_rec(-1, n_layers, "earliest_layer_le_k", first / n_layers, "fraction",
-                         grp=f"{group}|k={k}", **kw))
-        recs.append(_rec(-1, n_layers, "stable_layer_le_k", stable / n_layers, "fraction",
-                         grp=f"{group}|k={k}", **kw))
+        recs.append(
+            _rec(
+                -1,
+                n_layers,
+                "earliest_layer_le_k",
+                first / n_layers,
+                "fraction",
+                grp=f"{group}|k={k}",
+                **kw,
+            )
+        )
+        recs.append(
+            _rec(
+                -1,
+                n_layers,
+                "stable_layer_le_k",
+                stable / n_layers,
+                "fraction",
+                grp=f"{group}|k={k}",
+                **kw,
+            )
+        )
     return recs
 
 
@@ -176,8 +203,9 @@ def prompt_records(
     for layer, tok in enumerate(top1):
         b = bucket_of(int(freq_rank[tok]))
         for name in BUCKETS:
-            recs.append(_rec(layer, n_layers, "bucket_fraction", name == b, "fraction",
-                             grp=name, **kw))
+            recs.append(
+                _rec(layer, n_layers, "bucket_fraction", name == b, "fraction", grp=name, **kw)
+            )
         flip = tok != y_star
         recs.append(_rec(layer, n_layers, "flip_rate", flip, "fraction", grp=b, **kw))
         recs.append(_rec(layer, n_layers, "flip_rate", flip, "fraction", grp="all", **kw))
@@ -211,8 +239,9 @@ def mcq_records(
     for layer in range(logp.shape[0]):
         recs.append(_rec(layer, n_layers, "format_ok", fmt[layer], "fraction", **kw))
         recs.append(_rec(layer, n_layers, "option_mass", mass[layer], "prob", **kw))
-        recs.append(_rec(layer, n_layers, "decision_final", choice[layer] == final, "fraction",
-                         **kw))
+        recs.append(
+            _rec(layer, n_layers, "decision_final", choice[layer] == final, "fraction", **kw)
+        )
         recs.append(_rec(layer, n_layers, "decision_gold", choice[layer] == gold, "fraction", **kw))
     dec = [c == final for c in choice]
     for name, ok in (("format", fmt), ("decision", dec)):
@@ -289,16 +318,19 @@ def run_baseline(lm, items, cfg, ctx, lenses) -> list[dict]:
             if _is_blank(lm, y):
                 continue
         for variant, logp in logps.items():
-            recs += prompt_records(logp, y, ranks, lm.n_layers, "all", variant=variant,
-                                   prompt_id=it.prompt_id)
+            recs += prompt_records(
+                logp, y, ranks, lm.n_layers, "all", variant=variant, prompt_id=it.prompt_id
+            )
     return recs
 
 
 def answer_tokens(lm: LoadedModel, answer: str) -> tuple[list[int], list[int]]:
     """Token ids of ``" " + answer`` and of ``answer`` (no special tokens)."""
     tok = lm.tokenizer
-    return (tok(" " + answer, add_special_tokens=False).input_ids,
-            tok(answer, add_special_tokens=False).input_ids)
+    return (
+        tok(" " + answer, add_special_tokens=False).input_ids,
+        tok(answer, add_special_tokens=False).input_ids,
+    )
 
 
 def run_facts(lm, items, cfg, lenses) -> list[dict]:
@@ -324,8 +356,13 @@ def run_facts(lm, items, cfg, lenses) -> list[dict]:
                     continue
             group = f"t{j}" if multi else "single"
             for variant, logp in logps.items():
-                recs += earliest_records(ranks_of(logp, y), lm.n_layers, group, variant=variant,
-                                         prompt_id=f"{it.prompt_id}#t{j}")
+                recs += earliest_records(
+                    ranks_of(logp, y),
+                    lm.n_layers,
+                    group,
+                    variant=variant,
+                    prompt_id=f"{it.prompt_id}#t{j}",
+                )
     return recs
 
 
@@ -363,8 +400,16 @@ def run_mcq(lm, cfg, lenses, path: Path = MCQ_FILE) -> list[dict]:
         logps, _ = last_position_logprobs(lm, ids, lenses, cfg.max_tokens)
         gold = OPTIONS.index(it["answer"])
         for variant, logp in logps.items():
-            recs += mcq_records(logp, option_ids, gold, cfg.mcq_k, lm.n_layers, variant=variant,
-                                prompt_id=it["id"], dataset="mcq")
+            recs += mcq_records(
+                logp,
+                option_ids,
+                gold,
+                cfg.mcq_k,
+                lm.n_layers,
+                variant=variant,
+                prompt_id=it["id"],
+                dataset="mcq",
+            )
     return recs
 
 

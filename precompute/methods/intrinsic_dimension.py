@@ -1,7 +1,7 @@
 """Intrinsic dimension of each layer's representations (METHODS.md E1).
 
 One vector per stimulus and residual state ``h_0..h_L`` (mean over positions 1..T-1, or the last
-token; :func:`precompute.representations.pooled_states`), then per state:
+token; :func:`precompute.model.pooled.pooled_states`), then per state:
 
 * ``twonn`` (headline; Facco et al. 2017): ``mu = r2/r1`` per point, keep the smallest
   ``1 - discard_fraction`` of the sorted ratios, fit ``-log(1 - i/N) = d log mu`` through the origin
@@ -48,9 +48,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import cdist
 
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
-from precompute.representations import PooledStates, pooled_states
+from precompute.methods import Method
+from precompute.model.load import LoadedModel
+from precompute.model.pooled import PooledStates, pooled_states
+from precompute.types import BaseConfig, Item, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +285,15 @@ def state_records(
             for j, idx in enumerate(np.array_split(order, dec)):
                 sub = pts[idx]
                 if len(sub) < cfg.min_points:
-                    log.info("skip %s|%s layer %d 1/%d: %d distinct points < min_points %d",
-                             estimator, pooling, layer, dec, len(sub), cfg.min_points)
+                    log.info(
+                        "skip %s|%s layer %d 1/%d: %d distinct points < min_points %d",
+                        estimator,
+                        pooling,
+                        layer,
+                        dec,
+                        len(sub),
+                        cfg.min_points,
+                    )
                     continue
                 try:
                     val = estimate(sub, estimator, cfg)

@@ -3,11 +3,11 @@
 For every block ``l`` (and, as variants, its attention only or its MLP only), the intervened model's
 next-token distribution is compared with the normal one on WikiText-2 documents: KL(normal ||
 deleted) in nats, top-1 agreement, entropy change in bits and next-token loss change in nats
-(``precompute.interventions`` has the definitions and both sweeps). ``build`` aggregates the
+(``precompute.model.interventions`` has the definitions and both sweeps). ``build`` aggregates the
 per-document rows into means with 95 % intervals over documents.
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> df = run_one(lm, "The cat sat on the mat.", LayerAblationConfig(variants="block"))
     >>> sorted(df["layer"].unique().tolist()) == list(range(lm.n_layers))
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from precompute import interventions as iv
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
+from precompute.methods import Method
+from precompute.model import interventions as iv
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 Same metrics as the deletion (``layer_ablation``), with ``layer_kind = pair`` and ``layer = l``, the
 first block of the pair, so a page can draw swap against delete layer by layer. Each block keeps its
-own arguments when moved (on Gemma-3, its own attention type; see ``precompute.interventions``).
+own arguments when moved (on Gemma-3, its own attention type; see
+``precompute.model.interventions``).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> df = run_one(lm, "The cat sat on the mat.", LayerSwapConfig())
     >>> sorted(df["layer"].unique().tolist()) == list(range(lm.n_layers - 1))
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from precompute import interventions as iv
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
+from precompute.methods import Method
+from precompute.model import interventions as iv
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 
 @dataclass(frozen=True)

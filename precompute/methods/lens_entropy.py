@@ -1,8 +1,8 @@
 """Logit-lens entropy in bits per layer (METHODS.md A3; Lad et al. 2024 Fig. 8).
 
 The model's "confidence" at each depth: every residual state ``h_0..h_L`` is read through the final
-norm and the unembedding (``precompute.activations``, the same read-out as the logit lens) and the
-entropy of the softmax is taken in **bits**, probabilities clamped at 1e-9 before the log (LAD
+norm and the unembedding (``precompute.model.internals``, the same read-out as the logit lens) and
+the entropy of the softmax is taken in **bits**, probabilities clamped at 1e-9 before the log (LAD
 ``entropy_calculation``). Per document: the first 500 *characters*, positions ``[1:-1]``, mean over
 positions. Two variants, and the gap between them is a lesson about instruments:
 
@@ -15,7 +15,7 @@ The two agree at ``i = L`` by construction. LAD drops ``b_U``; we keep the model
 (with its bias where it has one, none for the offline models).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> h = doc_entropy(lm, lm.tokenize("the cat sat on the mat"))
     >>> h["recompute_ln"].shape == (lm.n_layers + 1,)
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from precompute.activations import (
+from precompute.methods import Method
+from precompute.model.internals import (
     NORM_VARIANTS,
     _norm_stats,
     final_norm,
@@ -38,8 +39,8 @@ from precompute.activations import (
     residual_states,
     unembed,
 )
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def scale_shortcut_ok(lm: LoadedModel) -> bool:
 
     With an RMSNorm final norm (no bias), no unembedding bias and no logit soft-cap,
     ``cached_final_scale`` normalises to ``normed * r`` with ``r = rms(h_i) / rms(h_L)`` (see
-    ``precompute.activations.final_norm``), so its logits are ``r * logits`` exactly: one
+    ``precompute.model.internals.final_norm``), so its logits are ``r * logits`` exactly: one
     unembedding serves both variants (the unembedding is the cost: ``T x D x V`` per state).
     """
     if is_layernorm(lm):

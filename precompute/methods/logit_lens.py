@@ -11,7 +11,7 @@ and the unembedding. Compared with the model's real output distribution ``p_fina
 * ``prob_final_top1`` and ``rank_final_top1`` (1 + #tokens with strictly higher probability).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> r = lens_readout(lm, lm.tokenize("the cat sat on the mat"))
     >>> r.kl.shape == (lm.n_layers + 1, 7)
@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from precompute.activations import NORM_VARIANTS, final_norm, residual_states, unembed
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
+from precompute.methods import Method
+from precompute.model.internals import NORM_VARIANTS, final_norm, residual_states, unembed
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,8 @@ def bench_live_lens(model_name: str, args) -> dict:
     (2 FLOPs per block parameter per token) plus unembedding every residual state at every
     position (2 * (L+1) * T * D * V; the last state's unembedding is the model's own output).
     """
-    from precompute.benchutil import matmul_peak_flops, median_seconds
-    from precompute.models import load_model
+    from precompute.bench.util import matmul_peak_flops, median_seconds
+    from precompute.model.load import load_model
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
     text = "The Eiffel Tower is located in the city of Paris, which is the capital of France. " * 4

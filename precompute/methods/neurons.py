@@ -23,7 +23,7 @@ TransformerLens applies; nothing runs):
 ``preprocessing="raw"`` uses the checkpoint's matrices as they are.
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> frame = layer_neurons(lm, 0, unembedding_directions(lm))
     >>> len(frame["vocab_kurt"]) == lm.bridge.cfg.d_mlp
@@ -37,9 +37,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from precompute.activations import is_layernorm
-from precompute.methods import BaseConfig, Item, Method, RunContext, rel_depth
-from precompute.models import LoadedModel
+from precompute.methods import Method
+from precompute.model.internals import is_layernorm
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext, rel_depth
 
 PREPROCESSING = ("lad", "raw")
 

@@ -41,10 +41,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from precompute.activations import final_norm, unembed
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
-from precompute.representations import pooled_states
+from precompute.methods import Method
+from precompute.model.internals import final_norm, unembed
+from precompute.model.load import LoadedModel
+from precompute.model.pooled import pooled_states
+from precompute.types import BaseConfig, Item, RunContext
 
 LABEL_KINDS = ("model_answer", "gold_answer")
 
@@ -242,7 +243,7 @@ def probe_records(
 
     Args:
         states: ``(S, N, D)`` last-position residual states, ``S = L+1`` (the layout of
-            :class:`precompute.representations.PooledStates`).
+            :class:`precompute.model.pooled.PooledStates`).
         labels: ``(N,)`` labels.
         cfg: Config (folds, ``C``, ``min_per_class``, thresholds).
         n_layers: ``L`` (for relative depth).
@@ -259,9 +260,7 @@ def probe_records(
             f"States must be (S, N, D) with one label per item; got {states.shape}, {len(labels)}."
         )
     if cfg.min_per_class < cfg.n_folds:
-        raise ValueError(
-            f"min_per_class ({cfg.min_per_class}) must be >= n_folds ({cfg.n_folds})."
-        )
+        raise ValueError(f"min_per_class ({cfg.min_per_class}) must be >= n_folds ({cfg.n_folds}).")
     keep = keep_frequent(labels, cfg.min_per_class)
     y = labels[keep]
     base = dict(layer_kind="resid", n_layers=n_layers, variant=cfg.label_kind)
@@ -285,18 +284,33 @@ def probe_records(
         for metric, vals in per_fold.items():
             for k, v in enumerate(vals):
                 recs.append(
-                    dict(base, layer=i, metric=metric, value=float(v), unit="fraction",
-                         prompt_id=f"fold-{k}")
+                    dict(
+                        base,
+                        layer=i,
+                        metric=metric,
+                        value=float(v),
+                        unit="fraction",
+                        prompt_id=f"fold-{k}",
+                    )
                 )
         for metric, v in (("n_classes", r.n_classes), ("n_examples", r.n_examples)):
             recs.append(dict(base, layer=i, metric=metric, value=float(v), unit="count"))
     k = knows_layer(mean_acc, cfg.knows_frac)
-    recs.append(dict(base, layer=k, metric="knows_layer", value=float(k), unit="count",
-                     grp="summary"))
+    recs.append(
+        dict(base, layer=k, metric="knows_layer", value=float(k), unit="count", grp="summary")
+    )
     k_abs = first_above(mean_acc, cfg.knows_abs)
     if k_abs is not None:
-        recs.append(dict(base, layer=k_abs, metric="knows_layer_abs", value=float(k_abs),
-                         unit="count", grp="summary"))
+        recs.append(
+            dict(
+                base,
+                layer=k_abs,
+                metric="knows_layer_abs",
+                value=float(k_abs),
+                unit="count",
+                grp="summary",
+            )
+        )
     return recs
 
 
@@ -329,7 +343,7 @@ def answer_from_states(lm: LoadedModel, states: torch.Tensor) -> int:
 
 
 def answer_collector(lm: LoadedModel, answers: dict[int, int]):
-    """Build an ``on_states`` callback for :func:`precompute.representations.pooled_states`."""
+    """Build an ``on_states`` callback for :func:`precompute.model.pooled.pooled_states`."""
 
     def on_states(j: int, states: torch.Tensor, ids: torch.Tensor) -> None:
         answers[j] = answer_from_states(lm, states)
@@ -342,8 +356,9 @@ def process(
 ) -> dict[str, pd.DataFrame]:
     """Precompute: probe all items at once (the method runs with ``chunk_size=None``)."""
     answers: dict[int, int] = {}
-    reps = pooled_states(lm, [it.text for it in items], cfg.max_tokens,
-                         on_states=answer_collector(lm, answers))
+    reps = pooled_states(
+        lm, [it.text for it in items], cfg.max_tokens, on_states=answer_collector(lm, answers)
+    )
     ids = [answers[j] for j in range(len(items))]
     labels = labels_for(lm, items, ids, cfg.label_kind)
     groups = [it.fields.get("relation") or it.fields.get("relation_id") for it in items]

@@ -53,9 +53,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from precompute.methods import BaseConfig, Item, Method, RunContext
-from precompute.models import LoadedModel
-from precompute.representations import PooledStates, pooled_states
+from precompute.methods import Method
+from precompute.model.load import LoadedModel
+from precompute.model.pooled import PooledStates, pooled_states
+from precompute.types import BaseConfig, Item, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -342,11 +343,12 @@ class TokenStats:
     """``on_states`` accumulator: per-prompt entropies, curvature and pooled preprocessed rows.
 
     Call it with each prompt's ``(L+1, T, D)`` states (the callback of
-    :func:`precompute.representations.pooled_states`); only ``(L+1, D)`` per prompt is kept.
+    :func:`precompute.model.pooled.pooled_states`); only ``(L+1, D)`` per prompt is kept.
     """
 
-    def __init__(self, n_texts: int, n_states: int, d: int, cfg: QualityConfig,
-                 token_metrics: bool = True):
+    def __init__(
+        self, n_texts: int, n_states: int, d: int, cfg: QualityConfig, token_metrics: bool = True
+    ):
         self.cfg = cfg
         self.token_metrics = token_metrics
         self.pooled = np.full((n_states, n_texts, d), np.nan)  # (S, N, D) float64
@@ -422,13 +424,24 @@ def token_records(stats: TokenStats, items: list[Item], n_layers: int) -> list[d
         metric, _, variant = key.partition("|")
         unit = "rad" if metric == "curvature_rad" else ("nats" if variant == "raw" else "ratio")
         for (i, j), v in vals.items():
-            recs.append(dict(layer=i, layer_kind="resid", n_layers=n_layers, metric=metric,
-                             variant=variant, value=v, unit=unit, prompt_id=items[j].prompt_id))
+            recs.append(
+                dict(
+                    layer=i,
+                    layer_kind="resid",
+                    n_layers=n_layers,
+                    metric=metric,
+                    variant=variant,
+                    value=v,
+                    unit=unit,
+                    prompt_id=items[j].prompt_id,
+                )
+            )
     return recs
 
 
-def dataset_records(pooled: np.ndarray, views: np.ndarray | None, cfg: QualityConfig,
-                    n_layers: int) -> list[dict]:
+def dataset_records(
+    pooled: np.ndarray, views: np.ndarray | None, cfg: QualityConfig, n_layers: int
+) -> list[dict]:
     """Per-state ``dataset_entropy``, ``infonce``, ``lidar``, ``dime`` and ``n_prompts`` rows.
 
     Args:
@@ -442,8 +455,17 @@ def dataset_records(pooled: np.ndarray, views: np.ndarray | None, cfg: QualityCo
 
     def add(i, metric, value, unit, variant="", grp=""):
         if np.isfinite(value):
-            recs.append(dict(base, layer=i, metric=metric, value=float(value), unit=unit,
-                             variant=variant, grp=grp))
+            recs.append(
+                dict(
+                    base,
+                    layer=i,
+                    metric=metric,
+                    value=float(value),
+                    unit=unit,
+                    variant=variant,
+                    grp=grp,
+                )
+            )
 
     for i in range(pooled.shape[0]):
         ok = np.isfinite(pooled[i]).all(1)
@@ -462,8 +484,13 @@ def dataset_records(pooled: np.ndarray, views: np.ndarray | None, cfg: QualityCo
         a = v.shape[1]
         try:
             add(i, "infonce", infonce(v[:, 0], v[:, 1], cfg.tau), "nats", grp="views=2")
-            add(i, "dime", dime(v[:, 0], v[:, 1], cfg.dime_permutations, cfg.alpha, cfg.seed),
-                "nats", grp="views=2")
+            add(
+                i,
+                "dime",
+                dime(v[:, 0], v[:, 1], cfg.dime_permutations, cfg.alpha, cfg.seed),
+                "nats",
+                grp="views=2",
+            )
             raw, norm = lidar(v, cfg.delta, cfg.alpha)
             add(i, "lidar", norm, "ratio", "maxEntropy", f"views={a}")
             add(i, "lidar", raw, "nats", "raw", f"views={a}")
@@ -519,11 +546,11 @@ def bench_representations(model_name: str, args) -> dict:
     """
     import time
 
-    from precompute.activations import residual_states
     from precompute.datasets import load_facts
     from precompute.methods import intrinsic_dimension as idim
     from precompute.methods import probes, rsa
-    from precompute.models import load_model
+    from precompute.model.internals import residual_states
+    from precompute.model.load import load_model
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
     items, _ = load_facts(n=BENCH_N)

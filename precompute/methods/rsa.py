@@ -1,7 +1,7 @@
 """Representational similarity analysis across layers and models (METHODS.md E3; Kriegeskorte 2008).
 
 For ``N`` stimuli, every residual state ``h_0..h_L`` gives one vector per stimulus (mean over
-positions 1..T-1 by default, :func:`precompute.representations.pooled_states`). Per state:
+positions 1..T-1 by default, :func:`precompute.model.pooled.pooled_states`). Per state:
 
 1. optional normalisation: ``l2`` per stimulus, ``center`` (subtract each feature's mean across
    stimuli: removes the common direction that dominates cosine similarity), or ``zscore``;
@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from precompute.methods import BaseConfig, Item, Method, RunContext, rel_depth
-from precompute.models import LoadedModel
-from precompute.representations import PooledStates, pooled_states
+from precompute.methods import Method
+from precompute.model.load import LoadedModel
+from precompute.model.pooled import PooledStates, pooled_states
+from precompute.types import BaseConfig, Item, RunContext, rel_depth
 
 DISTANCES = ("cosine", "correlation")
 NORMALISATIONS = ("none", "l2", "center", "zscore")
@@ -318,9 +319,7 @@ def run_one(lm: LoadedModel, prompt: str, cfg: RSAConfig) -> pd.DataFrame:
     res = live_rsa(lm, prompt.splitlines(), cfg)
     ctx = RunContext(model=lm.name, method="rsa", dataset="live")
     d = res.rel_depth
-    return similarity_frame(
-        res.similarity, lm.name, lm.name, d, d, len(res.stimulus_ids), cfg, ctx
-    )
+    return similarity_frame(res.similarity, lm.name, lm.name, d, d, len(res.stimulus_ids), cfg, ctx)
 
 
 def cross_model_similarity(rdm_a: pd.DataFrame, rdm_b: pd.DataFrame) -> pd.DataFrame:
@@ -338,6 +337,7 @@ def cross_model_similarity(rdm_a: pd.DataFrame, rdm_b: pd.DataFrame) -> pd.DataF
     Raises:
         ValueError: Fewer than 4 shared stimuli.
     """
+
     def stims(df: pd.DataFrame) -> set[str]:
         return set(df["stimulus_a"]) | set(df["stimulus_b"])
 

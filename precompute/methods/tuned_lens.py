@@ -19,7 +19,7 @@ evaluation uses the stored lens, so published numbers describe the shipped artif
 hashes do not match the model is refused (:class:`LensMismatchError`).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> lens = TunedLens.zeros(lm)
     >>> ids = lm.tokenize("the cat sat on the mat")
@@ -46,11 +46,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from precompute.activations import final_norm, residual_states
-from precompute.benchutil import matmul_peak_flops
-from precompute.methods import BaseConfig, Item, Method, RunContext
+from precompute.bench.util import matmul_peak_flops
+from precompute.methods import Method
 from precompute.methods.logit_lens import LensReadout, doc_records, lens_from_states
-from precompute.models import LoadedModel
+from precompute.model.internals import final_norm, residual_states
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, Item, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -723,7 +724,7 @@ def training_flops(lm: LoadedModel, n_forward: int, n_loss: int, mean_len: float
 def bench_train(model_name: str, args) -> dict:
     """``tuned-lens-train``: a short training run; tokens, seconds, FLOPs and fraction of peak."""
     from precompute.datasets import load_wikitext
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
     items, _ = load_wikitext(getattr(args, "data_dir", None), 40)

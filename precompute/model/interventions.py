@@ -26,7 +26,7 @@ entropies in bits (probabilities clamped at 1e-9, as LAD), and the next-token lo
 to the predicting position (positions ``1..T-2``; LAD's table shifts loss by one, METHODS.md C1).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> ids = lm.tokenize("The cat sat on the mat and the dog sat on the log.")
     >>> m = sweep(lm, ids, [Intervention("swap", 1, other=1)])
@@ -44,8 +44,8 @@ from typing import Any
 
 import torch
 
-from precompute.activations import final_norm, unembed
-from precompute.models import LoadedModel
+from precompute.model.internals import final_norm, unembed
+from precompute.model.load import LoadedModel
 
 #: Where each architecture family keeps its block list on the Hugging Face model.
 BLOCK_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.language_model.layers")
@@ -215,8 +215,9 @@ def normal_run(lm: LoadedModel, ids: torch.Tensor) -> NormalRun:
         raise ValueError(f"{lm.name}: not every block was called once in the forward pass.")
     # GPT-2 passes the KV cache positionally (args[0] after the hidden states); drop it.
     calls = [(tuple(None if _is_cache(a) else a for a in args), kw) for args, kw in calls]
-    return NormalRun(ids=ids, states=torch.stack(states).float(), logits=logits[0].float(),
-                     calls=calls)  # type: ignore[arg-type]
+    return NormalRun(
+        ids=ids, states=torch.stack(states).float(), logits=logits[0].float(), calls=calls
+    )  # type: ignore[arg-type]
 
 
 def _is_cache(x: Any) -> bool:
@@ -569,7 +570,7 @@ def bench_layer_sweep(model_name: str, args: Any) -> dict:
     import time
 
     from precompute.datasets import DatasetError, load_examples, load_wikitext
-    from precompute.models import load_model
+    from precompute.model.load import load_model
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
     try:
@@ -590,9 +591,7 @@ def bench_layer_sweep(model_name: str, args: Any) -> dict:
     fast = [sweep(lm, d, ivs, method="fast") for d in docs]
     t_fast = time.perf_counter() - t0
     rate = max(rate, _matmul_rate())
-    diff = max(
-        float((r[k] - f[k]).abs().max()) for r, f in zip(ref, fast) for k in r
-    )
+    diff = max(float((r[k] - f[k]).abs().max()) for r, f in zip(ref, fast) for k in r)
     flops = sum(fast_sweep_flops(lm, int(d.shape[1]), ivs) for d in docs)
     return {
         "model": lm.name,

@@ -24,7 +24,7 @@ import duckdb
 import pandas as pd
 
 from precompute import schema
-from precompute.jobs import finished_jobs, write_json_atomic
+from precompute.results.jobs import finished_jobs, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The representation methods (METHODS.md E1-E4: intrinsic dimension, probes, RSA, Skean's quality
 metrics) all need one vector per (stimulus, layer). :func:`pooled_states` runs the model once per
-text with :func:`precompute.activations.residual_states` and reduces ``h_0..h_L`` on the fly to
+text with :func:`precompute.model.internals.residual_states` and reduces ``h_0..h_L`` on the fly to
 
 * ``mean``: the mean over positions ``1..T-1`` (position 0 / BOS excluded, METHODS.md 0.5 and E3),
 * ``last``: the state at the last position ``T-1``,
@@ -12,7 +12,7 @@ token-level states of each prompt (prompt entropy, curvature) pass ``on_states``
 with every prompt's full states before they are dropped, so every analysis shares the same pass.
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> ps = pooled_states(lm, ["the cat sat on the mat", "the dog sat on the log"], max_tokens=32)
     >>> ps.mean.shape == (lm.n_layers + 1, 2, lm.d_model)
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from precompute.activations import residual_states
-from precompute.models import LoadedModel
+from precompute.model.internals import residual_states
+from precompute.model.load import LoadedModel
 
 POOLINGS = ("mean", "last")
 

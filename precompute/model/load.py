@@ -11,7 +11,7 @@ Models are Hugging Face ``transformers`` models wrapped in a TransformerLens 4.x
 * anything else: the Hugging Face Hub at a pinned revision when given.
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> lm.n_layers
     4
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from precompute.catalog import ModelSpec, resolve
+from precompute.model.catalog import ModelSpec, resolve
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,12 @@ from tqdm import tqdm
 
 from precompute import schema
 from precompute.datasets import load_dataset
-from precompute.methods import BaseConfig, Method, RunContext
-from precompute.models import LoadedModel
+from precompute.methods import Method
+from precompute.model.load import LoadedModel
+from precompute.types import BaseConfig, RunContext
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def code_version() -> str:

@@ -4,7 +4,7 @@ Every entry names a Hugging Face id, a family and its size. Two entries also nam
 package that ships a GGUF copy of the weights, so they load with no network (METHODS.md section K).
 
 Example:
-    >>> from precompute.catalog import resolve
+    >>> from precompute.model.catalog import resolve
     >>> resolve("gpt2").hf_id
     'openai-community/gpt2'
 """

@@ -5,7 +5,7 @@ block ``i-1``, so there are ``L+1`` states and ``h_L`` is *before* the final nor
 last block's ``hook_resid_post``, never from HF ``hidden_states[-1]``, which is already normed).
 
 Example:
-    >>> from precompute.models import load_model
+    >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
     >>> states, logits = residual_states(lm, lm.tokenize("the cat sat"))
     >>> states.shape[0] == lm.n_layers + 1
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from precompute.models import LoadedModel
+from precompute.model.load import LoadedModel
 
 NORM_VARIANTS = ("recompute_ln", "cached_final_scale")
 
