@@ -10,6 +10,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Cap math threads for the whole session (set before torch/numpy load their thread pools): on a
+# shared 2-core machine, oversubscribed threads multiplied the suite's time several-fold.
+# STAGESCOPE_TEST_THREADS overrides (e.g. on a quiet many-core machine).
+_THREADS = os.environ.get("STAGESCOPE_TEST_THREADS", "1")
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, _THREADS)
+
+
+def pytest_configure(config):
+    """Cap torch's intra-op threads too (torch reads OMP_NUM_THREADS only at first import)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
