@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +123,7 @@ def run_job(
     data_dir: Path | None = None,
     n_items: int | None = None,
     progress: bool = True,
+    only: Collection[int] | None = None,
 ) -> Path:
     """Run (or resume) one job and return its folder.
 
@@ -134,9 +136,12 @@ def run_job(
         data_dir: Folder with local copies of datasets.
         n_items: Number of items to take (``None``: the dataset's default for this method).
         progress: Show a progress bar.
+        only: Start indices of the chunks to compute (see ``chunk_starts``); ``None``: all. The
+            job is marked done once every chunk exists, whoever wrote it (campaign workers run
+            one chunk each).
 
     Returns:
-        The job folder; ``job.json`` in it says ``status: done``.
+        The job folder; ``job.json`` in it says ``status: done`` once every chunk exists.
     """
     spec = JobSpec(lm.name, method.name, dataset, config)
     folder = spec.folder(work_dir)
@@ -176,18 +181,30 @@ def run_job(
     write_json_atomic(meta_path, meta)
     size = method.chunk_size or max(len(items), 1)
     ctx = RunContext(lm.name, method.name, dataset, spec.run_id, seed=0)
-    starts = range(0, max(len(items), 1), size)
+    starts = chunk_starts(len(items), method.chunk_size)
     bar = tqdm(total=len(items), desc=f"{lm.name} {method.name} {dataset}", disable=not progress)
     for start in starts:
         chunk_dir = chunks / f"{start:06d}"
         batch = items[start : start + size]
-        if not chunk_dir.exists():
+        if not chunk_dir.exists() and (only is None or start in only):
             _write_chunk(chunk_dir, method.process(lm, batch, config, ctx))
         bar.update(len(batch))
     bar.close()
-    meta.update(status="done", finished_at=_now())
-    write_json_atomic(meta_path, meta)
+    if all((chunks / f"{start:06d}").exists() for start in starts):
+        meta.update(status="done", finished_at=_now())
+        write_json_atomic(meta_path, meta)
     return folder
+
+
+def chunk_starts(n_items: int, chunk_size: int | None) -> list[int]:
+    """Start indices of a job's chunks (chunk folders are named by them).
+
+    Example:
+        >>> chunk_starts(20, 8)
+        [0, 8, 16]
+    """
+    size = chunk_size or max(n_items, 1)
+    return list(range(0, max(n_items, 1), size))
 
 
 def finished_jobs(work_dir: Path) -> list[Path]:
