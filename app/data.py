@@ -22,8 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from app.config import EMBEDDED_RESULTS, AppConfig
-from precompute.results.store import DB_NAME
-from precompute.schema import ALL_TABLES
+from precompute.schema import ALL_TABLES, DB_NAME
 
 log = logging.getLogger(__name__)
 

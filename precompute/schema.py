@@ -13,6 +13,9 @@ import pandas as pd
 
 SCHEMA_VERSION = 1
 
+#: The DuckDB file of a results folder (beside ``tables/*.parquet``).
+DB_NAME = "stagescope.duckdb"
+
 #: Columns shared by every per-layer metric row (METHODS.md 0.3) plus ``grp`` (a method-specific
 #: grouping such as a frequency bucket or token group; "" when unused) and ``run_id``.
 METRIC_COLUMNS: dict[str, str] = {

@@ -28,7 +28,7 @@ from precompute.results.jobs import finished_jobs, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "stagescope.duckdb"
+DB_NAME = schema.DB_NAME  # defined in the schema so the app can read it without torch
 
 
 def _read_existing(out_dir: Path, table: str) -> pd.DataFrame | None:
