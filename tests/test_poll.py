@@ -1,0 +1,133 @@
+"""The class poll on a real SQLite file (WAL): concurrent students, access rules, expiry."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from app import poll
+
+
+class Clock:
+    """An injectable clock (seconds)."""
+
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def db(tmp_path):
+    return poll.engine_from_env({"STAGESCOPE_POLL_DB": str(tmp_path / "poll.sqlite")})
+
+
+def test_sqlite_runs_in_wal_mode(db, tmp_path):
+    with db.connect() as con:
+        assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert (tmp_path / "poll.sqlite").exists()
+
+
+def test_url_from_env_wins(tmp_path):
+    url = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    assert poll.default_url({"STAGESCOPE_POLL_URL": url, "STAGESCOPE_POLL_DB": "x"}) == url
+    assert poll.default_url({"STAGESCOPE_POLL_DB": str(tmp_path / "a.db")}).endswith("a.db")
+
+
+def test_thirty_students_at_once(db):
+    p = poll.Poll(db)
+    a, b = p.open_class(), p.open_class()
+    assert a.code != b.code and len(a.code) == poll.CODE_LEN
+    rng = random.Random(0)
+    ks = [rng.randint(0, 20) for _ in range(30)]  # answers k / 20 fall in bin min(k // 2, 9)
+    sent = {a.code: [k / 20 for k in ks], b.code: [0.05] * 30}
+    errors: list[BaseException] = []
+    start = threading.Barrier(60)
+
+    def student(code: str, value: float) -> None:
+        try:
+            token = poll.new_token()
+            start.wait()
+            p.submit(code.lower(), token, "lens_answer", 0.0)  # a first guess ...
+            p.submit(code, token, "lens_answer", value)  # ... revised: stored once
+            assert p.my_answer(code, token, "lens_answer") == value
+        except BaseException as err:  # collected and re-raised in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=student, args=(c, v)) for c in sent for v in sent[c]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for cls in (a, b):
+        got = p.answers(cls.code, cls.teacher_token, "lens_answer")
+        assert len(got) == 30  # every student once, the revision replaced the first guess
+        assert Counter(got) == Counter(sent[cls.code])  # only this class's answers
+        bins = poll.histogram(got, 0.0, 1.0, bins=10)
+        assert sum(b["count"] for b in bins) == 30
+        expected = Counter(min(round(v * 20) // 2, 9) for v in sent[cls.code])
+        assert [b["count"] for b in bins] == [expected.get(i, 0) for i in range(10)]
+        assert p.questions(cls.code, cls.teacher_token) == {"lens_answer": 30}
+    with db.connect() as con:
+        assert con.execute(sa.select(sa.func.count()).select_from(poll.answers_t)).scalar() == 60
+
+
+def test_no_cross_class_reads(db):
+    p = poll.Poll(db)
+    a, b = p.open_class(), p.open_class()
+    student = poll.new_token()
+    p.submit(a.code, student, "q", 3.0)
+    with pytest.raises(poll.PollError, match="Only the teacher"):
+        p.answers(a.code, b.teacher_token, "q")  # B's teacher cannot read A
+    with pytest.raises(poll.PollError, match="Only the teacher"):
+        p.answers(a.code, student, "q")  # nor can a student
+    with pytest.raises(poll.PollError, match="Only the teacher"):
+        p.questions(a.code, "")
+    assert p.answers(b.code, b.teacher_token, "q") == []
+    assert p.my_answer(b.code, student, "q") is None  # a's answer is not visible through b
+    p.submit(b.code, student, "q", 5.0)  # the same student in another class: separate answer
+    assert p.answers(a.code, a.teacher_token, "q") == [3.0]
+    assert p.answers(b.code, b.teacher_token, "q") == [5.0]
+
+
+def test_codes_expire(db):
+    clock = Clock()
+    p = poll.Poll(db, clock=clock, hours=1.0)
+    cls = p.open_class(lesson="four_stages")
+    student = poll.new_token()
+    assert p.is_open(cls.code)
+    p.submit(cls.code, student, "q", 1.0)
+    clock.t += 3599
+    p.submit(cls.code, student, "q", 2.0)
+    clock.t += 2
+    assert not p.is_open(cls.code)
+    with pytest.raises(poll.PollError, match="ended"):
+        p.submit(cls.code, student, "q", 9.0)
+    assert p.answers(cls.code, cls.teacher_token, "q") == [2.0]  # the teacher can still look
+    clock.t += 8 * 86400
+    assert p.purge_expired(keep_days=7) == 1
+    with pytest.raises(poll.PollError):
+        p.answers(cls.code, cls.teacher_token, "q")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_bad_answers_refused(db, value):
+    p = poll.Poll(db)
+    cls = p.open_class()
+    with pytest.raises(poll.PollError):
+        p.submit(cls.code, poll.new_token(), "q", value)
+    with pytest.raises(poll.PollError, match="No class"):
+        p.submit("ZZZZZZ", poll.new_token(), "q", 1.0)
+    with pytest.raises(poll.PollError):
+        p.submit(cls.code, "", "q", 1.0)
+
+
+def test_qr_code_is_a_png():
+    png = poll.qr_png("http://localhost:8501/classroom?join=ABC234")
+    assert png is not None and png.startswith(b"\x89PNG")
