@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -22,7 +22,12 @@ from precompute.schema import METRIC_COLUMNS
 
 @dataclass(frozen=True)
 class BaseConfig:
-    """Base for method configs: frozen, hashable, round-trips through dicts."""
+    """Base for method configs: frozen, hashable, round-trips through dicts.
+
+    ``RENAMED`` maps old option names to new ones, so stored configs keep their values.
+    """
+
+    RENAMED: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict:
         """The config as a plain dict."""
@@ -32,6 +37,8 @@ class BaseConfig:
     def from_dict(cls, d: dict) -> BaseConfig:
         """Build from a dict, ignoring unknown keys so older artifacts still load."""
         names = {f.name for f in fields(cls)}
+        new = cls.RENAMED
+        d = {new.get(k, k): v for k, v in d.items() if k not in new or new[k] not in d}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def config_hash(self) -> str:
