@@ -145,7 +145,7 @@ def cross_similarity(
     Computed now from the two models' stored RDMs (stimuli both saw, sorted by id) with the same
     function precompute uses, then resampled bilinearly onto ``0, step, ..., 1``.
     """
-    from precompute.methods.rsa import cross_model_similarity, resample_to_grid
+    from precompute.stats.rsa import cross_model_similarity, resample_to_grid
 
     a, b = _rdm_rows(model_a, dataset, variant), _rdm_rows(model_b, dataset, variant)
     if a.empty or b.empty:

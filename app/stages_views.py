@@ -1,21 +1,8 @@
 """Data shaping for the stage pages (early layers, sharpening, stage map).
 
-Queries, the stage segmentation, and the live attention-pattern frame. The boundaries of the
-stage map are estimated from the data, not drawn from the paper:
-
-1. every signature (one per-layer curve of a model) is min-max normalised to [0, 1] within that
-   model, so curves of different units can be stacked; a constant curve carries no information
-   and is dropped;
-2. the curves are interpolated onto the model's block grid ``rel_depth = l / (L-1)``,
-   ``l = 0..L-1`` (residual-state curves at ``i / L`` linearly), giving an ``L x m`` matrix;
-3. the layers are split into ``k`` contiguous segments (default 4, the number of stages Lad et
-   al. propose) minimising the total squared deviation of every curve from its segment mean --
-   least-squares piecewise-constant segmentation, solved exactly by dynamic programming in
-   O(k L^2 m);
-4. a boundary is drawn halfway between the last layer of one segment and the first of the next.
-
-This tests the four-stage hypothesis instead of assuming it: if the segments fall at similar
-relative depths in every model, the stages are shared.
+Queries, the stage map (curves stacked, then segmented by ``precompute.stats.segmentation``),
+the neuron scatter and the live attention-pattern frame. Pure numpy/pandas here; the live frame
+imports torch-backed code lazily.
 """
 
 from __future__ import annotations
@@ -27,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from app import data, live
+from precompute.stats.segmentation import segment_models
 
 
 @dataclass(frozen=True)
@@ -153,146 +141,17 @@ def curves(keys: list[str]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------ stage map
 
 
-def normalise(values: np.ndarray) -> np.ndarray | None:
-    """Min-max to [0, 1]; ``None`` for a constant (or empty) curve."""
-    v = np.asarray(values, dtype=float)
-    if v.size == 0 or not np.isfinite(v).all():
-        return None
-    lo, hi = v.min(), v.max()
-    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
-        return None
-    return (v - lo) / (hi - lo)
-
-
-def signature_matrix(df: pd.DataFrame, model: str, keys: list[str]) -> pd.DataFrame:
-    """One model's normalised signatures on its block grid, long.
-
-    Args:
-        df: Stacked curves (``curves``) with a ``key`` column.
-        model: Model name.
-        keys: Signature keys to include (missing ones are skipped).
-
-    Returns:
-        Rows ``model, key, signature, layer, rel_depth, value`` with ``value`` in [0, 1].
-    """
-    sub = df[df["model"] == model]
-    if sub.empty:
-        return pd.DataFrame(columns=["model", "key", "signature", "layer", "rel_depth", "value"])
-    n_layers = int(sub["n_layers"].iloc[0])
-    grid = np.arange(n_layers) / max(n_layers - 1, 1)  # block grid
-    rows = []
-    for key in keys:
-        s = sub[sub["key"] == key].sort_values("rel_depth")
-        if len(s) < 2:
-            continue
-        vals = np.interp(grid, s["rel_depth"].to_numpy(), s["mean"].to_numpy())
-        norm = normalise(vals)
-        if norm is None:
-            continue
-        for layer, (x, y) in enumerate(zip(grid, norm)):
-            rows.append(
-                dict(
-                    model=model,
-                    key=key,
-                    signature=BY_KEY[key].label,
-                    layer=layer,
-                    rel_depth=float(x),
-                    value=float(y),
-                )
-            )
-    return pd.DataFrame(rows, columns=["model", "key", "signature", "layer", "rel_depth", "value"])
-
-
-def segment(x: np.ndarray, k: int = 4, min_size: int = 1) -> list[int]:
-    """Exact least-squares piecewise-constant segmentation of the rows of ``x``.
-
-    Args:
-        x: ``(n, m)`` -- ``n`` ordered points (layers), ``m`` curves.
-        k: Number of segments.
-        min_size: Fewest points per segment.
-
-    Returns:
-        The ``k - 1`` change points: indices where a new segment starts (increasing).
-
-    Raises:
-        ValueError: Too few points for ``k`` segments of ``min_size``.
-    """
-    x = np.asarray(x, dtype=float)
-    if x.ndim == 1:
-        x = x[:, None]
-    n = x.shape[0]
-    if k < 1 or n < k * min_size:
-        raise ValueError(f"Cannot split {n} layers into {k} segments of at least {min_size}.")
-    c1 = np.vstack([np.zeros(x.shape[1]), np.cumsum(x, 0)])  # (n+1, m) prefix sums
-    c2 = np.concatenate([[0.0], np.cumsum((x**2).sum(1))])  # (n+1,)
-
-    def cost(i: int, j: int) -> float:  # squared error of x[i:j] around its mean
-        s = c1[j] - c1[i]
-        return float(c2[j] - c2[i] - (s @ s) / (j - i))
-
-    inf = float("inf")
-    best = np.full((k + 1, n + 1), inf)
-    arg = np.zeros((k + 1, n + 1), dtype=int)
-    best[0, 0] = 0.0
-    for seg in range(1, k + 1):
-        for j in range(seg * min_size, n + 1):
-            for i in range((seg - 1) * min_size, j - min_size + 1):
-                if best[seg - 1, i] == inf:
-                    continue
-                c = best[seg - 1, i] + cost(i, j)
-                if c < best[seg, j] - 1e-12:
-                    best[seg, j], arg[seg, j] = c, i
-    cuts, j = [], n
-    for seg in range(k, 0, -1):
-        j = int(arg[seg, j])
-        cuts.append(j)
-    return sorted(cuts)[1:]  # drop the leading 0
-
-
-def stage_boundaries(mat: pd.DataFrame, k: int = 4, min_size: int = 1) -> pd.DataFrame:
-    """Estimated stage boundaries of one model from its ``signature_matrix``.
-
-    Returns:
-        Rows ``model, boundary (1..k-1), layer`` (first layer of the new segment) and
-        ``rel_depth`` (halfway between the two layers); empty when there is too little data.
-    """
-    cols = ["model", "boundary", "layer", "rel_depth"]
-    if mat.empty:
-        return pd.DataFrame(columns=cols)
-    wide = mat.pivot_table(index="layer", columns="key", values="value").sort_index()
-    n = len(wide)
-    if n < k * min_size:
-        return pd.DataFrame(columns=cols)
-    cuts = segment(wide.to_numpy(), k, min_size)
-    model = mat["model"].iloc[0]
-    step = 1.0 / max(n - 1, 1)
-    return pd.DataFrame(
-        [
-            dict(model=model, boundary=b, layer=c, rel_depth=(c - 0.5) * step)
-            for b, c in enumerate(cuts, start=1)
-        ],
-        columns=cols,
-    )
-
-
 def stage_map(
     keys: list[str] | None = None, k: int = 4, min_size: int = 1
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Normalised signatures and estimated boundaries for every model with any signature."""
+    """Normalised signatures and estimated boundaries for every model with any signature.
+
+    The segmentation itself is ``precompute.stats.segmentation`` (an analysis, tested there).
+    """
     keys = keys or STAGE_KEYS
-    frames = []
-    for key in keys:
-        c = curve(key)
-        if not c.empty:
-            frames.append(c.assign(key=key))
-    if not frames:
-        return pd.DataFrame(), pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
-    mats = [signature_matrix(df, m, keys) for m in sorted(df["model"].unique())]
-    mat = pd.concat([m for m in mats if not m.empty], ignore_index=True) if mats else df.iloc[:0]
-    bounds = [stage_boundaries(mat[mat["model"] == m], k, min_size) for m in mat["model"].unique()]
-    bounds = [b for b in bounds if not b.empty]
-    return mat, (pd.concat(bounds, ignore_index=True) if bounds else pd.DataFrame())
+    frames = [c.assign(key=key) for key in keys if not (c := curve(key)).empty]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return segment_models(df, keys, k, min_size, {s.key: s.label for s in SIGNATURES})
 
 
 def stage_chart(mat: pd.DataFrame, bounds: pd.DataFrame, model: str) -> alt.LayerChart:

@@ -2,7 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.stages_views import normalise, segment, signature_matrix, stage_boundaries
+from precompute.stats.segmentation import (
+    normalise,
+    segment,
+    segment_models,
+    signature_matrix,
+    stage_boundaries,
+)
 
 
 def step_signal(levels, lengths, m=3, noise=0.0, seed=0):
@@ -72,3 +78,32 @@ def test_normalise_and_boundaries_on_a_model_frame():
     b = stage_boundaries(mat[mat["key"] != "entropy"])
     assert b["layer"].tolist() == [2, 6, 9]
     assert b["rel_depth"].tolist() == pytest.approx([1.5 / 11, 5.5 / 11, 8.5 / 11])
+
+
+def _frame(model, key, values):
+    n = len(values)
+    return pd.DataFrame(
+        dict(model=model, key=key, n_layers=n, layer=range(n), rel_depth=np.arange(n) / (n - 1))
+    ).assign(mean=values)
+
+
+def test_segment_models_keeps_models_apart_and_labels_keys():
+    a = step_signal([0.0, 1.0, 0.3, 0.8], (2, 3, 3, 4), m=2)  # 12 layers
+    b = step_signal([0.0, 1.0, 0.3, 0.8], (4, 6, 4, 4), m=2)  # 18 layers
+    df = pd.concat(
+        [_frame("a", k, col) for k, col in zip(["x", "y"], a.T)]
+        + [_frame("b", k, col) for k, col in zip(["x", "y"], b.T)]
+        + [_frame("b", "flat", np.ones(18))],  # constant: dropped
+        ignore_index=True,
+    )
+    mat, bounds = segment_models(df, ["x", "y", "flat"], k=4, labels={"x": "signature x"})
+    assert set(mat.loc[mat["key"] == "x", "signature"]) == {"signature x"}
+    assert set(mat.loc[mat["key"] == "y", "signature"]) == {"y"}
+    assert "flat" not in set(mat["key"])
+    by_model = {m: g["layer"].tolist() for m, g in bounds.groupby("model")}
+    assert by_model == {"a": [2, 5, 8], "b": [4, 10, 14]}
+
+
+def test_segment_models_on_nothing_is_empty():
+    mat, bounds = segment_models(pd.DataFrame(), ["x"])
+    assert mat.empty and bounds.empty
