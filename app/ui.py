@@ -1,13 +1,18 @@
-"""Small page helpers shared by every page: header, badges, provenance, CSV download, notices."""
+"""Small page helpers shared by every page.
+
+Header, badges, sample sizes, computed findings, provenance, CSV download, notices, the subject
+picker of the fact pages, and the live-run button.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import streamlit as st
 
-from app import data
+from app import claims_views, data
 
 
 def page_header(title: str, question: str, citations: list[tuple[str, str]]) -> None:
@@ -84,3 +89,78 @@ def no_results(method: str) -> None:
         f"`python -m precompute run --model NAME --methods {method}` and "
         "`python -m precompute build`."
     )
+
+
+def sample_caption(df: pd.DataFrame, unit: str, extra: str = "") -> None:
+    """State a chart's n (from the ``n`` column of ``metrics_agg``) under it."""
+    text = claims_views.sample_size(df, unit)
+    if text:
+        st.caption(text + (f" {extra}" if extra else ""))
+
+
+def findings(text: str, label: str = "What these results show") -> None:
+    """The sentence a page computes from its chart's data (``app.claims_views``)."""
+    if text:
+        st.markdown(f"**{label}.** {text}")
+
+
+def prompt_words(prompt: str) -> list[tuple[str, int, int]]:
+    """Split a prompt into words with their character spans (for picking the subject)."""
+    return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", prompt)]
+
+
+def word_span(prompt: str, picked: list[int]) -> tuple[int, int] | None:
+    """Character span from the first to the last picked word, trailing punctuation dropped."""
+    words = prompt_words(prompt)
+    picked = sorted(i for i in picked if 0 <= i < len(words))
+    if not picked:
+        return None
+    start, end = words[picked[0]][1], words[picked[-1]][2]
+    while end > start and prompt[end - 1] in ",.;:!?\"'":
+        end -= 1
+    return (start, end) if end > start else None
+
+
+def subject_picker(prompt: str, key: str) -> tuple[int, int] | None:
+    """Pick the subject's words of a fact prompt; return its character span (None: none picked).
+
+    Pages 30 and 31 share it, so both methods mark the same tokens for the same pick: the span
+    goes to the method, which maps it to tokens with ``precompute.facts``.
+    """
+    words = prompt_words(prompt)
+    picked = st.pills(
+        "Subject: pick its words",
+        list(range(len(words))),
+        selection_mode="multi",
+        default=[1, 2] if len(words) > 2 else None,
+        key=key,
+        format_func=lambda i: words[i][0],
+        bind="query-params",
+    )
+    span = word_span(prompt, picked or [])
+    st.caption(f"Subject: **{prompt[span[0] : span[1]] if span else '—'}**")
+    return span
+
+
+def live_run(label: str, key: str, compute, spinner: str = "Running the model ...") -> object:
+    """A Run button: on click compute and keep the result; on an error, warn and drop old results.
+
+    Args:
+        label: Button label.
+        key: Session-state key of the result (the button's key is ``key + "_run"``).
+        compute: No-argument function returning the result; raises ``ValueError`` (including
+            ``live.PromptError``) with a message for the student.
+        spinner: Text shown while it runs.
+
+    Returns:
+        The latest result, or None.
+    """
+    if st.button(label, type="primary", key=f"{key}_run"):
+        try:
+            with st.spinner(spinner):
+                st.session_state[key] = compute()
+        except ValueError as err:
+            st.session_state.pop(key, None)  # no stale result under the warning
+            st.warning(str(err))
+            return None
+    return st.session_state.get(key)
