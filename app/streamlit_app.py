@@ -16,6 +16,8 @@ if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` from anywh
 
 import streamlit as st  # noqa: E402
 
+from app import lessons  # noqa: E402
+
 SECTIONS = {
     "0": "Start here",
     "1": "Reading the residual stream",
@@ -23,6 +25,7 @@ SECTIONS = {
     "3": "Facts",
     "4": "Representations",
     "5": "Lenses as instruments",
+    "6": "Classroom",
 }
 
 
@@ -47,6 +50,7 @@ def main() -> None:
     """Configure the page and run the selected one."""
     st.set_page_config(page_title="Stagescope", page_icon="🔭", layout="wide")
     nav = st.navigation(discover())
+    lessons.lesson_bar(nav.url_path)  # a guided lesson's bar (and projector mode), if one is on
     nav.run()
 
 
