@@ -112,6 +112,21 @@ def load_facts(n: int | None = None) -> tuple[list[Item], str]:
     return items[:n], _sha256(raw)
 
 
+#: Dataset names ``load_dataset`` knows.
+DATASETS = ("wikitext", "examples", "known_1000", "facts")
+
+
+def check_dataset_name(name: str) -> str:
+    """Reject an unknown dataset name before anything is read or created.
+
+    Raises:
+        DatasetError: The name is not one of :data:`DATASETS`.
+    """
+    if name not in DATASETS:
+        raise DatasetError(f"Unknown dataset {name!r}; use one of: {', '.join(DATASETS)}.")
+    return name
+
+
 def load_dataset(name: str, data_dir: Path | None = None, n: int | None = None):
     """Load a dataset by name; returns ``(items, sha256)``.
 

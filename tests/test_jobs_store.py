@@ -101,7 +101,7 @@ def test_kill_minus_nine_then_resume_loses_and_duplicates_nothing(tmp_path, wiki
     proc = subprocess.Popen([*cmd, "--work-dir", str(killed)], env=env, cwd=ROOT)
     deadline = time.time() + 120
     chunks = killed / "runs" / "tiny-gpt2" / "logit_lens"
-    while time.time() < deadline and not list(chunks.glob("wikitext-*/chunks/000016")):
+    while time.time() < deadline and not list(chunks.glob("wikitext-*/chunks/000016-*")):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

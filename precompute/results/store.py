@@ -8,8 +8,9 @@ output folder (rows of a rebuilt run replace that run's old rows), derives ``met
     OUT/stagescope.duckdb        (the same tables, for the app)
     OUT/manifest.json            (schema version, row counts)
 
-Everything is written to a temporary folder first and swapped in by renames, so a failed build
-never leaves half-written results.
+Everything is written to a staging folder first and swapped in by renames behind a journal file,
+so a build killed at any moment leaves either the old or the new results once :func:`recover` has
+run (every build starts with it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import duckdb
 import pandas as pd
 
 from precompute import schema
-from precompute.results.jobs import finished_jobs, write_json_atomic
+from precompute.results.jobs import finished_jobs, job_chunks, job_lock, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,12 @@ def _read_existing(out_dir: Path, table: str) -> pd.DataFrame | None:
     path = out_dir / "tables" / f"{table}.parquet"
     if not path.exists():
         return None
-    return pd.read_parquet(path)
+    return _read_table(path).to_pandas()
 
 
 def _job_tables(job: Path) -> dict[str, pd.DataFrame]:
     frames: dict[str, list[pd.DataFrame]] = {}
-    for part in sorted(job.glob("chunks/[0-9]*/*.parquet")):
+    for part in sorted(p for c in job_chunks(job) for p in c.glob("*.parquet")):
         frames.setdefault(part.stem, []).append(pd.read_parquet(part))
     return {t: pd.concat(f, ignore_index=True) for t, f in frames.items()}
 
@@ -70,6 +71,13 @@ def build(work_dir: Path, out_dir: Path) -> dict[str, int]:
         Row count per table.
     """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with job_lock(out_dir.with_name(f".{out_dir.name}.lock"), "build", out_dir):
+        recover(out_dir)
+        return _build(work_dir, out_dir)
+
+
+def _build(work_dir: Path, out_dir: Path) -> dict[str, int]:
     jobs = finished_jobs(work_dir)
     metas = [json.loads((j / "job.json").read_text()) for j in jobs]
     new_ids = {m["run_id"] for m in metas}
@@ -138,17 +146,88 @@ def build(work_dir: Path, out_dir: Path) -> dict[str, int]:
     return write_tables(tables, out_dir)
 
 
-def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, int]:
-    """Write parquet files, the DuckDB file and a manifest, swapping them in atomically."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.stage")
-    if stage.exists():
+#: The entries of a results folder that ``build`` replaces, in swap order.
+SWAPPED = ("tables", DB_NAME, "manifest.json")
+JOURNAL = ".swap.json"
+
+
+class ResultsError(ValueError):
+    """A results folder cannot be read or written; the message says what to do."""
+
+
+def _fault(step: str) -> None:
+    """Fault-injection point (tests replace it to simulate a kill between two steps)."""
+
+
+def _stage_dir(out_dir: Path) -> Path:
+    return out_dir.with_name(f".{out_dir.name}.stage")
+
+
+def recover(out_dir: Path) -> str:
+    """Finish or undo a swap that a killed ``build`` left half done; return what was done.
+
+    The swap's commit point is the journal file: with no journal, ``out_dir`` was never touched
+    and a leftover staging folder is dropped; with a journal, the swap is rolled forward (each
+    step is idempotent). Also restores the ``.tables.<pid>.old`` folder of older builds.
+    """
+    out_dir = Path(out_dir)
+    stage = _stage_dir(out_dir)
+    journal = out_dir / JOURNAL
+    done = ""
+    if journal.exists():
+        _roll_forward(out_dir, stage)
+        done = "finished an interrupted swap"
+    elif stage.exists():
         shutil.rmtree(stage)
+        done = "dropped an unfinished staging folder"
+    for old in sorted(out_dir.glob(".tables.*.old")) if out_dir.exists() else []:
+        if not (out_dir / "tables").exists():
+            os.replace(old, out_dir / "tables")  # pre-journal builds killed mid-swap
+            done = "restored the tables of an interrupted build"
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    trash = out_dir / ".swap-trash"
+    if trash.exists():
+        shutil.rmtree(trash)
+    if done:
+        log.warning("%s: %s", out_dir, done)
+    return done
+
+
+def _roll_forward(out_dir: Path, stage: Path) -> None:
+    trash = out_dir / ".swap-trash"
+    trash.mkdir(exist_ok=True)
+    for name in SWAPPED:
+        if not (stage / name).exists():
+            continue  # already moved in
+        if (out_dir / name).exists():
+            _fault(f"swap:{name}:out")
+            os.replace(out_dir / name, trash / name)
+        _fault(f"swap:{name}:in")
+        os.replace(stage / name, out_dir / name)
+    _fault("swap:journal")
+    os.remove(out_dir / JOURNAL)
+    _fault("swap:cleanup")
+    shutil.rmtree(trash)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, int]:
+    """Write parquet files, the DuckDB file and a manifest, swapping them in atomically.
+
+    Everything is written to a staging folder next to ``out_dir``; a journal file in ``out_dir``
+    then commits the swap, which :func:`recover` finishes if the process dies part way. Other
+    entries of ``out_dir`` (e.g. ``lenses/``) are left alone.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recover(out_dir)
+    stage = _stage_dir(out_dir)
     (stage / "tables").mkdir(parents=True)
     con = duckdb.connect(str(stage / DB_NAME))
     counts = {}
     for name, frame in tables.items():
         frame.to_parquet(stage / "tables" / f"{name}.parquet", index=False)
+        _fault(f"stage:{name}")
         con.register("frame", frame)
         con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM frame')  # name from the schema
         con.unregister("frame")
@@ -158,38 +237,37 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, in
     write_json_atomic(
         stage / "manifest.json", {"schema_version": schema.SCHEMA_VERSION, "rows": counts}
     )
-    # Swap in: tables folder, then the DuckDB file, then the manifest.
-    old_tables = out_dir / "tables"
-    if old_tables.exists():
-        trash = out_dir / f".tables.{os.getpid()}.old"
-        os.replace(old_tables, trash)
-        os.replace(stage / "tables", old_tables)
-        shutil.rmtree(trash)
-    else:
-        os.replace(stage / "tables", old_tables)
-    os.replace(stage / DB_NAME, out_dir / DB_NAME)
-    os.replace(stage / "manifest.json", out_dir / "manifest.json")
-    shutil.rmtree(stage)
+    _fault("stage:done")
+    write_json_atomic(out_dir / JOURNAL, {"stage": stage.name})  # the commit point
+    _roll_forward(out_dir, stage)
     return counts
 
 
+def _read_table(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except Exception as err:  # corrupt, truncated, not parquet at all
+        raise ResultsError(
+            f"{path} is not a readable parquet file ({type(err).__name__}); rebuild the results "
+            "with `python -m precompute build`."
+        ) from err
+
+
 def list_results(out_dir: Path) -> list[dict]:
-    """One entry per (model, method) present in the results, with its row count (all tables)."""
+    """One entry per (model, method) present in the results, with its row count (all tables).
+
+    Raises:
+        ResultsError: A table file is corrupt (the message names it).
+    """
     path = Path(out_dir) / "tables"
-    files = [
-        str(path / f"{t}.parquet")
-        for t, cols in schema.TABLES.items()
-        if "method" in cols and (path / f"{t}.parquet").exists()
-    ]
-    if not files:
-        return []
-    con = duckdb.connect()
-    union = " UNION ALL ".join(
-        "SELECT model, method, count(*) AS rows FROM read_parquet(?) GROUP BY ALL" for _ in files
-    )
-    rows = con.execute(
-        f"SELECT model, method, sum(rows)::BIGINT FROM ({union}) GROUP BY ALL ORDER BY ALL",
-        files,
-    ).fetchall()
-    con.close()
-    return [{"model": m, "method": me, "rows": int(r)} for m, me, r in rows]
+    counts: dict[tuple[str, str], int] = {}
+    for t, cols in schema.TABLES.items():
+        f = path / f"{t}.parquet"
+        if "method" not in cols or not f.exists():
+            continue
+        frame = _read_table(f).select(["model", "method"]).to_pandas()
+        for (model, method), n in frame.value_counts().items():
+            counts[(model, method)] = counts.get((model, method), 0) + int(n)
+    return [{"model": m, "method": me, "rows": n} for (m, me), n in sorted(counts.items())]
