@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
@@ -47,25 +48,98 @@ class BaseConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def with_overrides(self, overrides: dict[str, str]) -> BaseConfig:
-        """Return a copy with ``key=value`` strings parsed to each field's type.
+        """Return a copy with ``key=value`` strings parsed to each field's type and checked.
 
         Raises:
-            ValueError: Unknown key or a value of the wrong type, with the valid keys.
+            ValueError: Unknown key, a value of the wrong type or out of range; the message
+                names the allowed keys or values.
         """
-        types = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        by_name = {f.name: f for f in fields(self)}
         parsed: dict[str, Any] = {}
         for key, raw in overrides.items():
-            if key not in types:
-                raise ValueError(f"Unknown option {key!r}; valid options: {sorted(types)}")
-            typ = types[key]
-            try:
-                if typ is bool:
-                    parsed[key] = str(raw).lower() in ("1", "true", "yes")
-                else:
-                    parsed[key] = typ(raw)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"Option {key}={raw!r} is not a valid {typ.__name__}") from err
-        return replace(self, **parsed)
+            if key not in by_name:
+                raise ValueError(
+                    f"Unknown option {key!r}; valid options: {', '.join(sorted(by_name))}"
+                )
+            parsed[key] = _parse(key, type(getattr(self, key)), str(raw))
+        out = replace(self, **parsed)
+        for key in parsed:
+            check_value(by_name[key], parsed[key])
+        return out
+
+    def validate(self) -> BaseConfig:
+        """Check every field against its declared (or default) range; return ``self``.
+
+        Raises:
+            ValueError: A field is out of range; the message gives the allowed values.
+        """
+        for f in fields(self):
+            check_value(f, getattr(self, f.name))
+        return self
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def option(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A config field with its allowed values, checked by ``--set`` (``BaseConfig.with_overrides``).
+
+    Example:
+        ``variant: str = option("both", choices=("both", "raw", "recompute_ln"))``
+    """
+    meta = {"lo": lo, "hi": hi, "choices": tuple(choices) if choices else None}
+    return field(default=default, metadata=meta)
+
+
+def _parse(key: str, typ: type, raw: str) -> Any:
+    if typ is bool:
+        low = raw.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ValueError(f"Option {key}={raw!r} must be true or false (or 1/0, yes/no).")
+    try:
+        return typ(raw)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"Option {key}={raw!r} is not a valid {typ.__name__}.") from err
+
+
+def check_value(f: Any, value: Any) -> None:
+    """Check one field's value against its declared range or choices.
+
+    Undeclared numbers default to: seeds >= 0, other integers >= 1 (sizes, counts, token caps:
+    0 and negatives have no meaning), floats finite and >= 0.
+
+    Raises:
+        ValueError: With the allowed values.
+    """
+    meta = f.metadata or {}
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ValueError(
+            f"Option {f.name}={value!r} is not allowed; use one of: {', '.join(choices)}."
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is None and hi is None:
+        lo = 0.0 if isinstance(value, float) else (0 if "seed" in f.name else 1)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"Option {f.name}={value!r} must be a finite number.")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        allowed = (
+            f"between {lo} and {hi}"
+            if lo is not None and hi is not None
+            else f"at least {lo}"
+            if lo is not None
+            else f"at most {hi}"
+        )
+        raise ValueError(f"Option {f.name}={value!r} is out of range; it must be {allowed}.")
 
 
 @dataclass(frozen=True)
