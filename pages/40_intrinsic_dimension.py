@@ -6,7 +6,7 @@ representations, by relative depth, for every model.
 
 import streamlit as st
 
-from app import charts, data, ui
+from app import charts, data, predict, ui
 from app.representation_views import (
     ESTIMATORS,
     ID_METHOD,
@@ -47,7 +47,7 @@ def curves() -> None:
     if df.empty:
         st.info("No estimates for this choice (every state was skipped: too few distinct points).")
         return
-    st.altair_chart(charts.depth_lines(df, "intrinsic dimension (dimensions)"), width="stretch")
+    predict.show("id_dims", charts.depth_lines(df, "intrinsic dimension (dimensions)"), df)
     st.markdown("**Number of distinct points behind each estimate** (the estimate depends on it):")
     st.dataframe(id_points_summary(df), hide_index=True)
     st.markdown(
