@@ -32,14 +32,14 @@ def where(g: pd.DataFrame, i: int, what: str = "state") -> str:
 
 
 def sample_size(df: pd.DataFrame, unit: str) -> str:
-    """``n = 16 documents per point (gemma3-270m), 32 (smollm2-135m)`` from the ``n`` column."""
+    """``n per point (documents): 16 (gemma3-270m), 32 (smollm2-135m).`` from column ``n``."""
     if df.empty or "n" not in df.columns:
         return ""
     parts = []
     for model, g in per_model(df):
         lo, hi = int(g["n"].min()), int(g["n"].max())
         parts.append(f"{lo if lo == hi else f'{lo}–{hi}'} ({model})")
-    return f"n = {unit} per point: " + ", ".join(parts) + "."
+    return f"n per point ({unit}): " + ", ".join(parts) + "."
 
 
 def largest_rise(v: np.ndarray) -> tuple[int, int, float]:

@@ -4,41 +4,69 @@ from __future__ import annotations
 
 import pandas as pd
 
-from app import data, live
+from app import claims_views, data, live
 
 METHODS = ("layer_ablation", "layer_swap")
 
-#: metric: (label, unit, what to notice)
+#: metric: (label, unit, what the curve means). What the data show is computed on the page
+#: (``app.claims_views``), never written here.
 METRICS = {
     "kl": (
         "KL(normal ‖ intervened)",
         "nats",
-        "Deleting one of the first blocks is catastrophic, and in SmolLM2 so is deleting the last "
-        "ones; most middle blocks can be deleted or swapped at a small cost, as Lad et al. found "
-        "for GPT-2 and Pythia. In Gemma-3 the largest spike is block 5, its first global-attention "
-        "layer. Compare swap and delete in the middle: where the swap is gentler, neighbouring "
-        "layers partly commute.",
+        "How far the output distribution moves when the block is deleted or swapped. Lad et al. "
+        "find the first and last blocks critical and most middle blocks dispensable in GPT-2 and "
+        "Pythia; check each model below.",
     ),
     "top1_same": (
         "top-1 agreement with the normal model",
         "fraction",
-        "The share of positions where the intervened model still picks the same next token. It "
-        "collapses at the first blocks (and, in SmolLM2, at the last) and stays high through the "
-        "middle.",
+        "The share of positions where the intervened model still picks the same next token.",
     ),
     "delta_entropy": (
         "entropy change (intervened − normal)",
         "bits",
-        "Above 0: the intervened model is less sure. Removing a late block tends to raise the "
-        "entropy (the sharpening stage is gone); compare where each model's curve rises.",
+        "Above 0: the intervened model is less sure; below 0: more sure. If the last block "
+        "sharpened the output, deleting it would raise the entropy.",
     ),
     "delta_loss": (
         "next-token loss change (intervened − normal)",
         "nats",
-        "How much worse the model predicts the actual next word (positive = worse). It follows "
-        "KL closely: the edges stand out, the middle barely moves.",
+        "How much worse the model predicts the actual next word (positive = worse).",
     ),
 }
+
+DEFINITIONS = (
+    "- **Delete block l**: its attention and MLP write nothing; *attention only* / *MLP only* "
+    "zero just one of them.\n"
+    "- **Swap l, l+1**: run block l+1 before block l (each block keeps its own weights and "
+    "attention type).\n"
+    "- **KL(normal ‖ intervened)**: nats of surprise the intervened model has about the normal "
+    "model's distribution, averaged over positions (position 0 excluded).\n"
+    "- **Top-1 agreement**: positions where both pick the same next token.\n"
+    "- **Entropy change** in bits and **loss change** in nats: intervened minus normal."
+)
+
+PROVENANCE = (
+    "Each WikiText-2 paragraph is cut to its first `max_tokens` tokens (the run's config, "
+    "below). For every block l the model is run with that block deleted (its attention and MLP "
+    "outputs zeroed, so the residual stream skips it) or with blocks l and l+1 run in swapped "
+    "order, and compared with the normal run at positions 1..T−1: KL in nats, entropy in bits "
+    "(as Lad et al.), next-token loss in nats at positions 1..T−2. Mean and 95 % interval "
+    "(±1.96 SEM) over paragraphs. Deletion runs here; the swap runs below."
+)
+
+
+def finding(metric: str, df: pd.DataFrame) -> str:
+    """What the data show for one metric, computed from every model's whole-block curves."""
+    block = df[df["intervention"] == INTERVENTIONS[("layer_ablation", "block")]]
+    swap = df[df["intervention"] == INTERVENTIONS[("layer_swap", "adjacent")]]
+    if metric == "kl":
+        return claims_views.deletion_finding(block, swap)
+    kl = depth_frame("kl")
+    kl = kl[kl["intervention"] == INTERVENTIONS[("layer_ablation", "block")]]
+    return claims_views.edge_finding(metric, block, kl)
+
 
 #: (method, variant) -> label on the page
 INTERVENTIONS = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
@@ -113,6 +112,42 @@ STAGE_KEYS = [
 ]
 
 
+NEURON_NOTE = (
+    "Weights only (no data): each MLP neuron's output direction is compared (cosine) with every "
+    "token's unembedding; over the vocabulary, kurtosis > 10 (non-excess, Gaussian = 3) with "
+    "positive skew marks a prediction neuron (it promotes a few tokens), negative skew a "
+    "suppression neuron. Weight preprocessing equivalent to TransformerLens `fold_ln`, "
+    "`center_writing_weights`, `center_unembed` is applied to the matrices directly (final-norm "
+    "scale folded into W_U; W_U centred over the vocabulary; LayerNorm models also centred over "
+    "d_model). The bridge runs the checkpoint unfolded, so this is a re-derivation, not "
+    "TransformerLens's own folding. For Gemma the post-MLP norm's scale is folded into each "
+    "neuron's direction; that norm also makes the neuron's write non-linear, which no weight "
+    "statistic captures."
+)
+
+ENTROPY_LESSON = (
+    "**A lesson about instruments.** Both curves read each layer through the final norm and "
+    "the unembedding. *recompute_ln* recomputes the norm's scale on each layer's own state: "
+    "the true logit lens. *cached_final_scale* divides every layer by the **last** layer's "
+    "scale, as TransformerLens did before 2.18 -- the version behind Lad et al.'s Fig. 8. "
+    "Early residual states are much smaller than the last one, so the cached scale shrinks "
+    "their logits and inflates their entropy. A striking 'entropy falls late' curve can be "
+    "the instrument: always ask which normalisation a lens used."
+)
+
+ENTROPY_PROVENANCE = (
+    "First 500 characters of each WikiText-2 paragraph; every residual state h_0..h_L read "
+    "through the final norm (both variants) and the unembedding; entropy in bits with "
+    "probabilities clamped at 1e-9, positions [1:-1], mean over positions, then mean and "
+    "95 % interval over documents. x = i / L."
+)
+
+
+def models_with(*methods: str) -> list[str]:
+    """Models with results for any of the methods, sorted by name."""
+    return sorted(set().union(*(data.models_for(m) for m in methods)))
+
+
 def curve(key: str) -> pd.DataFrame:
     """Mean curve over documents of one signature for every model (empty when not computed)."""
     sig = BY_KEY[key]
@@ -154,37 +189,6 @@ def stage_map(
     return segment_models(df, keys, k, min_size, {s.key: s.label for s in SIGNATURES})
 
 
-def stage_chart(mat: pd.DataFrame, bounds: pd.DataFrame, model: str) -> alt.LayerChart:
-    """One model's normalised signatures over relative depth with the estimated boundaries."""
-    m = mat[mat["model"] == model]
-    lines = (
-        alt.Chart(m)
-        .mark_line(point=alt.OverlayMarkDef(size=14))
-        .encode(
-            x=alt.X(
-                "rel_depth:Q",
-                title="relative depth (0 = first, 1 = last)",
-                scale=alt.Scale(domain=[0, 1]),
-            ),
-            y=alt.Y("value:Q", title="normalised signature (0 = model's min, 1 = max)"),
-            color=alt.Color("signature:N", title="signature"),
-            tooltip=["signature:N", "layer:O", alt.Tooltip("value:Q", format=".2f")],
-        )
-    )
-    layers = [lines]
-    b = bounds[bounds["model"] == model] if not bounds.empty else bounds
-    if not b.empty:
-        layers.append(
-            alt.Chart(b)
-            .mark_rule(strokeDash=[6, 3], size=2, color="black")
-            .encode(
-                x="rel_depth:Q",
-                tooltip=["boundary:O", "layer:O", alt.Tooltip("rel_depth:Q", format=".2f")],
-            )
-        )
-    return alt.layer(*layers).properties(title=model, height=320)
-
-
 # ------------------------------------------------------------------------------ neurons
 
 
@@ -201,37 +205,6 @@ def neuron_scatter_frame(model: str, layer: int, limit: int = 5000) -> pd.DataFr
         df["is_prediction"], "prediction", np.where(df["is_suppression"], "suppression", "other")
     )
     return df
-
-
-def neuron_scatter(df: pd.DataFrame, threshold: float = 10.0) -> alt.LayerChart:
-    """Skew against (non-excess) kurtosis, log scale, with the threshold line."""
-    pts = (
-        alt.Chart(df)
-        .mark_circle(size=14, opacity=0.6)
-        .encode(
-            x=alt.X("vocab_skew:Q", title="skew of cosines over the vocabulary"),
-            y=alt.Y(
-                "vocab_kurt:Q",
-                title="kurtosis (non-excess; Gaussian = 3), log",
-                scale=alt.Scale(type="log"),
-            ),
-            color=alt.Color(
-                "class:N",
-                scale=alt.Scale(
-                    domain=["prediction", "suppression", "other"],
-                    range=["#0072B2", "#D55E00", "#BBBBBB"],
-                ),
-            ),
-            tooltip=[
-                "neuron:Q",
-                alt.Tooltip("vocab_skew:Q", format=".2f"),
-                alt.Tooltip("vocab_kurt:Q", format=".1f"),
-                "class:N",
-            ],
-        )
-    )
-    rule = alt.Chart(pd.DataFrame({"y": [threshold]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
-    return alt.layer(pts, rule).properties(height=320)
 
 
 # ------------------------------------------------------------------------------ live
@@ -287,22 +260,3 @@ def live_pattern_frame(
         "truncated": n_tokens > max_tokens,
         "order": labels,
     }
-
-
-def pattern_chart(frame: pd.DataFrame, order: list[str]) -> alt.LayerChart:
-    """Query x key heatmap of one head, the previous-five band outlined."""
-    base = alt.Chart(frame).encode(
-        x=alt.X("key_token:N", sort=order, title="key (attended-to) position: token"),
-        y=alt.Y("query_token:N", sort=order, title="query position: token"),
-    )
-    rect = base.mark_rect().encode(
-        color=alt.Color(
-            "weight:Q", scale=alt.Scale(scheme="viridis", domain=[0, 1]), title="attention weight"
-        ),
-        tooltip=["query_token:N", "key_token:N", alt.Tooltip("weight:Q", format=".3f")],
-    )
-    band = base.transform_filter("datum.in_band").mark_rect(
-        fill=None, stroke="#D55E00", strokeWidth=1.5
-    )
-    size = max(22 * len(order), 260)
-    return alt.layer(rect, band).properties(width=min(size, 900), height=min(size, 900))

@@ -49,12 +49,13 @@ def download(df: pd.DataFrame, name: str, key: str | None = None) -> None:
     )
 
 
-def provenance(method: str, models: list[str] | None = None, extra: str = "") -> None:
-    """A "how this was computed" expander listing every run behind a chart."""
+def provenance(method: str | list[str], models: list[str] | None = None, extra: str = "") -> None:
+    """A "how this was computed" expander listing every run (of some methods) behind a chart."""
+    methods = [method] if isinstance(method, str) else list(method)
     with st.expander("How this was computed"):
         if extra:
             st.markdown(extra)
-        runs = data.runs_for(method, models)
+        runs = pd.concat([data.runs_for(m, models) for m in methods], ignore_index=True)
         if runs.empty:
             st.write("No runs recorded.")
             return
@@ -63,6 +64,7 @@ def provenance(method: str, models: list[str] | None = None, extra: str = "") ->
             prov = json.loads(r.provenance_json)
             rows.append(
                 {
+                    "method": r.method,
                     "model": r.model,
                     "dataset": r.dataset,
                     "items": r.n_items,
@@ -164,3 +166,13 @@ def live_run(label: str, key: str, compute, spinner: str = "Running the model ..
             st.warning(str(err))
             return None
     return st.session_state.get(key)
+
+
+def before_after(before: pd.DataFrame, after: pd.DataFrame, left: str, right: str) -> None:
+    """Two top-k next-token tables side by side (``rank, token, prob``)."""
+    prob = st.column_config.ProgressColumn(
+        "probability", format="%.3f", min_value=0.0, max_value=1.0
+    )
+    for col, name, df in zip(st.columns(2), (left, right), (before, after)):
+        col.markdown(f"Next token, **{name}**")
+        col.dataframe(df, hide_index=True, width="stretch", column_config={"prob": prob})

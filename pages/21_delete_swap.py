@@ -8,11 +8,14 @@ import streamlit as st
 from app import charts, live, ui
 from app.robustness_views import (
     ACTIONS,
+    DEFINITIONS,
     INTERVENTIONS,
     METHODS,
     METRICS,
+    PROVENANCE,
     depth_frame,
     edge_summary,
+    finding,
     live_intervention,
     live_table,
     models,
@@ -49,8 +52,9 @@ def precomputed() -> None:
         )
         or "kl"
     )
-    df = depth_frame(metric)
-    df = df[df["model"].isin(picked) & df["intervention"].isin(shown)]
+    full = depth_frame(metric)
+    full = full[full["model"].isin(picked)]
+    df = full[full["intervention"].isin(shown)]
     if df.empty:
         st.info("No rows for this choice: pick at least one model and one intervention.")
         return
@@ -58,33 +62,18 @@ def precomputed() -> None:
     st.altair_chart(
         charts.depth_lines(df, f"{label} ({unit})", stroke_dash="intervention"), width="stretch"
     )
-    st.markdown(f"**What to notice.** {note}")
-    st.caption(
-        "Block l sits at relative depth l / (L − 1); the swap of blocks l and l+1 is drawn "
-        "at block l, next to the deletion of block l."
+    ui.sample_caption(
+        df,
+        "paragraphs",
+        "Block l sits at relative depth l / (L − 1); the swap of blocks l and l+1 is drawn at "
+        "block l, next to the deletion of block l.",
     )
-    st.markdown("**The edges stand out**: the first and last values against the middle ones.")
-    st.dataframe(
-        edge_summary(df),
-        hide_index=True,
-        width="stretch",
-        column_config={
-            c: st.column_config.NumberColumn(format="%.3f")
-            for c in ("first", "middle (median)", "last")
-        },
-    )
+    st.markdown(f"**What to look for.** {note}")
+    ui.findings(finding(metric, full))
+    st.markdown("**First, middle and last blocks side by side:**")
+    st.dataframe(edge_summary(df).round(3), hide_index=True, width="stretch")
     ui.download(df, f"delete_swap_{metric}")
-    ui.provenance(
-        METHODS[0],
-        picked,
-        "Each WikiText-2 paragraph is cut to its first 64 tokens (ours). For every block l the "
-        "model is run with that block deleted (its attention and MLP outputs zeroed, so the "
-        "residual stream skips it) or with blocks l and l+1 run in swapped order, and compared "
-        "with the normal run at positions 1..T−1: KL in nats, entropy in bits (as Lad et al.), "
-        "next-token loss in nats at positions 1..T−2. Mean and 95 % interval (±1.96 SEM) over "
-        "paragraphs. Deletion runs here; the swap runs below.",
-    )
-    ui.provenance(METHODS[1], picked, "Swap runs (`layer_swap`).")
+    ui.provenance(list(METHODS), picked, PROVENANCE)
 
 
 def live_panel() -> None:
@@ -114,17 +103,14 @@ def live_panel() -> None:
         help=f"{model} has blocks 0..{n - 1}. A swap exchanges this block and the next one.",
     )
     action = c2.selectbox("Intervention", list(ACTIONS), key="ds_action", bind="query-params")
-    if st.button("Run it", type="primary", key="ds_run"):
-        try:
-            text = live.check_prompt(prompt)
-            with st.spinner("Running the model twice ..."):
-                st.session_state["ds_live"] = live_intervention(
-                    model, text, action, layer, cfg.max_live_tokens
-                )
-        except (live.PromptError, ValueError) as err:
-            st.warning(str(err))
-            return
-    res = st.session_state.get("ds_live")
+    res = ui.live_run(
+        "Run it",
+        "ds_live",
+        lambda: live_intervention(
+            model, live.check_prompt(prompt), action, layer, cfg.max_live_tokens
+        ),
+        "Running the model twice ...",
+    )
     if not res:
         return
     st.markdown(
@@ -137,14 +123,7 @@ def live_panel() -> None:
     m1.metric("KL at the last position", f"{res['kl_last']:.3f} nats")
     m2.metric("mean KL over positions", f"{res['kl_mean']:.3f} nats")
     m3.metric("top-1 agreement", f"{res['top1_same']:.0%}")
-    prob = st.column_config.ProgressColumn(
-        "probability", format="%.3f", min_value=0.0, max_value=1.0
-    )
-    b1, b2 = st.columns(2)
-    b1.markdown("Next token, **normal model**")
-    b1.dataframe(res["before"], hide_index=True, width="stretch", column_config={"prob": prob})
-    b2.markdown("Next token, **after the intervention**")
-    b2.dataframe(res["after"], hide_index=True, width="stretch", column_config={"prob": prob})
+    ui.before_after(res["before"], res["after"], "normal model", "after the intervention")
     st.markdown(
         "**Try this.** Delete block 0, then a middle block, then the last one; then swap "
         "the same blocks. Which breaks the prediction, and which leaves it almost intact?"
@@ -160,26 +139,17 @@ def main() -> None:
         "layers? If a layer can go, what was it doing?",
         [
             ("Lad, Gurnee & Tegmark 2024", "https://arxiv.org/abs/2406.19384"),
-            ("LAD code", "https://github.com/vdlad/Remarkable-Robustness-of-LLMs"),
+            ("Lad et al.'s code", "https://github.com/vdlad/Remarkable-Robustness-of-LLMs"),
         ],
     )
     st.markdown(
         "Lad et al. delete one block at a time (the residual stream skips it) or run two "
         "neighbouring blocks in swapped order, and measure how far the output distribution moves. "
-        "Most middle layers turn out to be dispensable, the first and last are not -- evidence "
-        "for distinct *stages* of inference."
+        "In their models most middle layers are dispensable and the first and last are not -- "
+        "the evidence behind their *stages* of inference. Do these models agree?"
     )
     with st.expander("Definitions"):
-        st.markdown(
-            "- **Delete block l**: its attention and MLP write nothing; *attention only* / *MLP "
-            "only* zero just one of them.\n"
-            "- **Swap l, l+1**: run block l+1 before block l (each block keeps its own weights and "
-            "attention type).\n"
-            "- **KL(normal ‖ intervened)**: nats of surprise the intervened model has about the "
-            "normal model's distribution, averaged over positions (position 0 excluded).\n"
-            "- **Top-1 agreement**: positions where both pick the same next token.\n"
-            "- **Entropy change** in bits and **loss change** in nats: intervened minus normal."
-        )
+        st.markdown(DEFINITIONS)
     precomputed()
     live_panel()
 

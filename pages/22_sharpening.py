@@ -6,20 +6,22 @@ Prediction and suppression neurons, the MLP output norm and the lens entropy in 
 import streamlit as st
 
 from app import charts, data, ui
-from app.stages_views import curve, curves, neuron_scatter, neuron_scatter_frame
-
-NEURON_NOTE = (
-    "Weights only (no data): each MLP neuron's output direction is compared (cosine) with every "
-    "token's unembedding; over the vocabulary, kurtosis > 10 (non-excess, Gaussian = 3) with "
-    "positive skew marks a prediction neuron (it promotes a few tokens), negative skew a "
-    "suppression neuron. Weight preprocessing equivalent to TransformerLens `fold_ln`, "
-    "`center_writing_weights`, `center_unembed` is applied to the matrices directly (final-norm "
-    "scale folded into W_U; W_U centred over the vocabulary; LayerNorm models also centred over "
-    "d_model). The bridge runs the checkpoint unfolded, so this is a re-derivation, not "
-    "TransformerLens's own folding. For Gemma the post-MLP norm's scale is folded into each "
-    "neuron's direction; that norm also makes the neuron's write non-linear, which no weight "
-    "statistic captures."
+from app.claims_views import entropy_instruments_finding, neuron_finding, peak_finding
+from app.stages_views import (
+    ENTROPY_LESSON,
+    ENTROPY_PROVENANCE,
+    NEURON_NOTE,
+    curve,
+    curves,
+    models_with,
+    neuron_scatter_frame,
 )
+
+#: Lens variants in line-style order: solid first, dashed second.
+VARIANTS = {
+    "recompute_ln": "recompute_ln: norm recomputed per layer",
+    "cached_final_scale": "cached_final_scale: last layer's scale",
+}
 
 
 def neurons_section(picked: list[str]) -> None:
@@ -34,11 +36,14 @@ def neurons_section(picked: list[str]) -> None:
         charts.depth_lines(df, "neurons of the layer (percent)", stroke_dash="signature"),
         width="stretch",
     )
+    st.caption("From the weights alone (no text): every MLP neuron of every block is counted.")
     st.markdown(
-        "**What to notice.** Lad et al. (after Gurnee et al.) find prediction neurons appearing "
+        "**What to look for.** Lad et al. (after Gurnee et al.) find prediction neurons appearing "
         "after mid-depth and suppression neurons dominating the very last layers: the model first "
         "proposes candidate tokens, then removes the wrong ones -- *residual sharpening*."
     )
+    pred, supp = (curve(k) for k in ("pct_pred", "pct_supp"))
+    ui.findings(neuron_finding(pred[pred["model"].isin(picked)], supp[supp["model"].isin(picked)]))
     ui.download(df, "neurons_per_layer")
     with st.expander("One layer, every neuron: skew against kurtosis"):
         models = data.models_for("neurons")
@@ -47,17 +52,14 @@ def neurons_section(picked: list[str]) -> None:
         n_layers = (
             int(df.loc[df["model"] == model, "n_layers"].max()) if model in set(df["model"]) else 1
         )
-        layer = c2.number_input(
-            "Layer",
-            0,
-            max(n_layers - 1, 0),
-            max(n_layers - 1, 0),
-            key="nrn_layer",
-            bind="query-params",
-        )
+        last = max(n_layers - 1, 0)
+        layer = c2.number_input("Layer", 0, last, last, key="nrn_layer", bind="query-params")
         sc = neuron_scatter_frame(model, int(layer))
         if not sc.empty:
-            st.altair_chart(neuron_scatter(sc), width="stretch")
+            st.altair_chart(
+                charts.neuron_scatter(sc, title=f"Every neuron of layer {int(layer)}"),
+                width="stretch",
+            )
             ui.download(sc, f"neurons_{model}_{layer}", key="dl-nrn")
     ui.provenance("neurons", picked, NEURON_NOTE)
 
@@ -71,13 +73,21 @@ def mlp_section(picked: list[str]) -> None:
         return
     df = df[df["model"].isin(picked)] if picked else df
     st.altair_chart(
-        charts.depth_lines(df, "mean ‖MLP output‖ (norm, positions ≥ 1)"), width="stretch"
+        charts.depth_lines(
+            df,
+            "mean ‖MLP output‖ (positions ≥ 1)",
+            title="Size of the MLP's write, by depth",
+            normalise=True,
+            subtitle="Each model divided by its own largest value: compare shapes.",
+        ),
+        width="stretch",
     )
+    ui.sample_caption(df, "paragraphs")
     st.markdown(
-        "**What to notice.** The MLP output norm grows towards the end and peaks in the final "
-        "blocks (Lad et al. Fig. 7): the last MLPs write large corrections into the residual "
-        "stream. Norms are in each model's own units, so compare shapes, not heights."
+        "**What to look for.** Lad et al. (Fig. 7) find the MLP output norm growing towards the "
+        "end and peaking in the final blocks: the last MLPs write large corrections."
     )
+    ui.findings(peak_finding(df, "the MLP output norm"))
     ui.download(df, "mlp_out_norm")
 
 
@@ -90,28 +100,19 @@ def entropy_section(picked: list[str]) -> None:
         return
     df = df[df["model"].isin(picked)] if picked else df
     st.altair_chart(
-        charts.depth_lines(df, "logit-lens entropy (bits)", stroke_dash="variant"), width="stretch"
+        charts.depth_lines(
+            df.assign(variant=df["variant"].map(VARIANTS).fillna(df["variant"])),
+            "logit-lens entropy (bits)",
+            stroke_dash="variant",
+            dash_order=list(VARIANTS.values()),
+        ),
+        width="stretch",
     )
-    st.markdown(
-        "**What to notice -- a lesson about instruments.** Both lines read each layer through "
-        "the final norm and the unembedding. The solid one (*recompute_ln*) recomputes the norm's "
-        "scale on each layer's own state: the true logit lens. The dashed one "
-        "(*cached_final_scale*) divides every layer by the **last** layer's scale, as "
-        "TransformerLens did before 2.18 -- the version behind Lad et al.'s Fig. 8. Early "
-        "residual states are much smaller than the last one, so the cached scale shrinks their "
-        "logits and inflates their entropy. The two agree exactly at the last state (relative "
-        "depth 1). A striking 'entropy falls late' curve can be partly the instrument: always ask "
-        "which normalisation a lens used."
-    )
+    ui.sample_caption(df, "paragraphs")
+    st.markdown(ENTROPY_LESSON)
+    ui.findings(entropy_instruments_finding(df))
     ui.download(df, "lens_entropy")
-    ui.provenance(
-        "lens_entropy",
-        picked,
-        "First 500 characters of each WikiText-2 paragraph; every residual state h_0..h_L read "
-        "through the final norm (both variants) and the unembedding; entropy in bits with "
-        "probabilities clamped at 1e-9, positions [1:-1], mean over positions, then mean and "
-        "95 % interval over documents. x = i / L.",
-    )
+    ui.provenance("lens_entropy", picked, ENTROPY_PROVENANCE)
 
 
 def main() -> None:
@@ -132,11 +133,7 @@ def main() -> None:
         "writes, and the entropy of the logit lens in bits. x = relative depth, models overlaid."
     )
     ui.badge("precomputed")
-    models = sorted(
-        set(data.models_for("neurons"))
-        | set(data.models_for("component_norms"))
-        | set(data.models_for("lens_entropy"))
-    )
+    models = models_with("neurons", "component_norms", "lens_entropy")
     picked = (
         st.multiselect("Models", models, default=models, key="models", bind="query-params")
         if models
