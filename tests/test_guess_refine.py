@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from precompute.lenses.tuned import TunedLens
 from precompute.methods import guess_refine as G
-from precompute.methods.tuned_lens import TunedLens
 from precompute.types import Item, RunContext
 
 

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from precompute.lenses.readout import lens_from_states
 from precompute.methods.lens_entropy import (
     LensEntropyConfig,
     both_entropies,
@@ -13,7 +14,6 @@ from precompute.methods.lens_entropy import (
     scale_shortcut_ok,
     state_entropy,
 )
-from precompute.methods.logit_lens import lens_from_states
 from precompute.model.internals import residual_states
 from precompute.types import Item, RunContext
 

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from precompute.methods.logit_lens import LogitLensConfig, lens_from_states, lens_readout, run_one
+from precompute.lenses.readout import lens_from_states, lens_readout
+from precompute.methods.logit_lens import LogitLensConfig, run_one
 from precompute.model.internals import final_norm, residual_states, unembed
 
 PROMPT = "The Eiffel Tower is located in the city of Paris"

@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
+from precompute.lenses import train as TR
+from precompute.lenses import tuned as TL
+from precompute.lenses.readout import lens_readout
 from precompute.methods import tuned_lens as T
-from precompute.methods.logit_lens import lens_readout
 from precompute.model.internals import final_norm, unembed
 from precompute.types import Item, RunContext
 
@@ -29,7 +31,7 @@ def _items(n: int, offset: int = 0) -> list[Item]:
 
 def test_untrained_tuned_lens_is_the_logit_lens_exactly(tiny):
     ids = tiny.tokenize("the cat sat on the mat and the dog sat")
-    tuned = T.tuned_readout(tiny, T.TunedLens.zeros(tiny), ids)
+    tuned = TL.tuned_readout(tiny, TL.TunedLens.zeros(tiny), ids)
     logit = lens_readout(tiny, ids)
     for name in ("kl", "entropy", "ce_next", "prob_final", "topk_probs"):
         a, b = getattr(tuned, name), getattr(logit, name)
@@ -42,8 +44,8 @@ def test_fused_kl_matches_autograd(tiny):
     x = torch.randn(6, tiny.d_model, requires_grad=True)
     logp = torch.log_softmax(torch.randn(6, tiny.d_vocab) * 3, -1)
     p = logp.exp()
-    with T.frozen(tiny):
-        got = T.unembed_kl_sum(tiny, x, p, (p * logp).sum(-1))
+    with TR.frozen(tiny):
+        got = TR.unembed_kl_sum(tiny, x, p, (p * logp).sum(-1))
         got.backward()
         g_got = x.grad.clone()
         x.grad = None
@@ -58,11 +60,11 @@ def test_fused_kl_matches_autograd(tiny):
 
 def _reference_grads(lm, A, b, docs):
     """Gradient of sum_i mean_t KL(final || lens_i) by plain autograd (no fused kernel)."""
-    states, logits, _ = T.batch_states(lm, docs, True)  # (L, N, D), (N, V)
+    states, logits, _ = TR.batch_states(lm, docs, True)  # (L, N, D), (N, V)
     logp = torch.log_softmax(logits, -1)
     A = [a.detach().clone().requires_grad_(True) for a in A]
     b = [c.detach().clone().requires_grad_(True) for c in b]
-    with T.frozen(lm):
+    with TR.frozen(lm):
         total = 0.0
         for i in range(lm.n_layers):
             h = states[i]
@@ -78,8 +80,8 @@ def _reference_grads(lm, A, b, docs):
 def test_optimizer_steps_match_hand_nesterov_sgd(tiny_models):
     lm = tiny_models["tiny-llama"]
     cfg = T.TunedLensConfig(num_steps=4, tokens_per_step=12, max_seq_len=16, skip_first=True)
-    docs = T.tokenize_docs(lm, _items(6), cfg.max_seq_len)
-    tr = T.Trainer(lm, docs, cfg)
+    docs = TR.tokenize_docs(lm, _items(6), cfg.max_seq_len)
+    tr = TR.Trainer(lm, docs, cfg)
     torch.manual_seed(1)
     with torch.no_grad():  # a fixed, non-zero starting state
         for p in tr.params:
@@ -126,38 +128,38 @@ def test_training_beats_logit_lens_on_held_out_text(tiny_models, tmp_path):
     assert kl["tuned"].iloc[-1] == pytest.approx(0.0, abs=1e-5)
     assert set(df["variant"]) == {"logit", "tuned"}
     assert not df["value"].isna().any()
-    meta = json.loads((tmp_path / "lenses" / lm.name / T.CONFIG_FILE).read_text())
+    meta = json.loads((tmp_path / "lenses" / lm.name / TL.CONFIG_FILE).read_text())
     assert meta["model"] == lm.name and meta["training"]["budget"] == "cpu"
     assert meta["training"]["steps_done"] == 10
 
 
 def test_lens_for_another_model_is_refused(tiny_models, tmp_path):
     gpt2, llama = tiny_models["tiny-gpt2"], tiny_models["tiny-llama"]
-    T.TunedLens.zeros(gpt2).save(tmp_path / "g")
-    with pytest.raises(T.LensMismatchError, match="trained for model 'tiny-gpt2'"):
-        T.TunedLens.load(tmp_path / "g", llama)
+    TL.TunedLens.zeros(gpt2).save(tmp_path / "g")
+    with pytest.raises(TL.LensMismatchError, match="trained for model 'tiny-gpt2'"):
+        TL.TunedLens.load(tmp_path / "g", llama)
     # Same shapes, another tokenizer: refused too.
-    meta = json.loads((tmp_path / "g" / T.CONFIG_FILE).read_text())
+    meta = json.loads((tmp_path / "g" / TL.CONFIG_FILE).read_text())
     meta["tokenizer_hash"] = "0" * 16
-    (tmp_path / "g" / T.CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(T.LensMismatchError, match="tokenizer_hash"):
-        T.TunedLens.load(tmp_path / "g", gpt2)
+    (tmp_path / "g" / TL.CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(TL.LensMismatchError, match="tokenizer_hash"):
+        TL.TunedLens.load(tmp_path / "g", gpt2)
     with pytest.raises(FileNotFoundError, match="No tuned lens"):
-        T.TunedLens.load(tmp_path / "missing", gpt2)
+        TL.TunedLens.load(tmp_path / "missing", gpt2)
 
 
 def test_save_load_round_trip_full_and_low_rank(tiny_models, tmp_path):
     lm = tiny_models["tiny-neox"]
     torch.manual_seed(0)
-    lens = T.TunedLens.zeros(lm)
+    lens = TL.TunedLens.zeros(lm)
     u = torch.randn(lm.n_layers, lm.d_model, 3)
     lens.A = torch.bmm(u, u.transpose(1, 2)) * 0.01  # rank 3
     lens.b = torch.randn(lm.n_layers, lm.d_model)
     lens.save(tmp_path / "full", rank=0, dtype="float32")
-    back = T.TunedLens.load(tmp_path / "full", lm)
+    back = TL.TunedLens.load(tmp_path / "full", lm)
     assert torch.equal(back.A, lens.A) and torch.equal(back.b, lens.b)
     meta = lens.save(tmp_path / "low", rank=3, dtype="float32")
-    low = T.TunedLens.load(tmp_path / "low", lm)
+    low = TL.TunedLens.load(tmp_path / "low", lm)
     torch.testing.assert_close(low.A, lens.A, rtol=0, atol=1e-5)
     assert min(meta["energy_kept_per_layer"]) == pytest.approx(1.0, abs=1e-6)
 
@@ -166,12 +168,12 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_models, tmp_path):
     lm = tiny_models["tiny-llama"]
     cfg = T.TunedLensConfig(num_steps=4, tokens_per_step=24, max_seq_len=24, ckpt_every=1)
     items = _items(8)
-    whole, _ = T.train_lens(lm, items, cfg, ckpt=None)
-    ckpt = tmp_path / "ck.pt"
-    part, s1 = T.train_lens(lm, items, cfg, ckpt=ckpt, stop_after=2)  # "killed" after 2 steps
+    whole, _ = TR.train_lens(lm, items, cfg, ckpt=None)
+    ckpt = tmp_path / "ck.safetensors"
+    part, s1 = TR.train_lens(lm, items, cfg, ckpt=ckpt, stop_after=2)  # "killed" after 2 steps
     assert s1["steps_done"] == 2 and ckpt.exists()
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
-    resumed, s2 = T.train_lens(lm, items, cfg, ckpt=ckpt)
+    resumed, s2 = TR.train_lens(lm, items, cfg, ckpt=ckpt)
     assert s2["steps_done"] == 4
     torch.testing.assert_close(resumed.A, whole.A, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(resumed.b, whole.b, rtol=1e-5, atol=1e-7)
@@ -185,7 +187,7 @@ def test_bad_inputs_are_clear(tiny_models):
     with pytest.raises(ValueError, match="budget"):
         T.TunedLensConfig(budget="gpu-ish").resolved()
     with pytest.raises(ValueError, match="residual states"):
-        T.TunedLens.zeros(lm).translate(torch.zeros(2, 3, lm.d_model))
+        TL.TunedLens.zeros(lm).translate(torch.zeros(2, 3, lm.d_model))
     assert T.TunedLensConfig(budget="paper").resolved().tokens_per_step == 2**18
 
 
@@ -195,9 +197,9 @@ def test_smollm2_zero_lens_and_shipped_lens():
 
     lm = load_model("smollm2-135m", device="cpu")
     ids = lm.tokenize("The Eiffel Tower is located in the city of")
-    tuned = T.tuned_readout(lm, T.TunedLens.zeros(lm), ids)
+    tuned = TL.tuned_readout(lm, TL.TunedLens.zeros(lm), ids)
     assert torch.equal(tuned.kl, lens_readout(lm, ids).kl)
-    shipped = T.find_lens(lm)
+    shipped = TL.find_lens(lm)
     if shipped is None:
         pytest.skip("no trained smollm2 lens in data/results/lenses")
     assert shipped.meta["model"] == "smollm2-135m" and shipped.A.shape == (30, 576, 576)
@@ -205,7 +207,7 @@ def test_smollm2_zero_lens_and_shipped_lens():
         "The small museum by the harbour opened in the spring. Its first exhibition showed "
         "old maps of the coast, letters from sailors and a model of the lighthouse."
     )
-    r = T.tuned_readout(lm, shipped, lm.tokenize(text))
+    r = TL.tuned_readout(lm, shipped, lm.tokenize(text))
     logit = lens_readout(lm, lm.tokenize(text))
     assert r.kl[1:10, 1:].mean() < logit.kl[1:10, 1:].mean()  # early layers read better
     assert float(r.kl[-1].abs().max()) < 1e-4

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -45,9 +46,11 @@ class AttentionLocalityConfig(BaseConfig):
     WikiText-2 paragraphs.
     """
 
+    RENAMED: ClassVar[dict[str, str]] = {"n_docs": "n_items"}
+
     top_k: int = 5
     max_tokens: int = 128
-    n_docs: int = 16
+    n_items: int = 16
 
 
 def min_tokens(top_k: int) -> int:

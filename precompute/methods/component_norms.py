@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -40,8 +41,10 @@ HOOKS = {"attn": "blocks.{i}.hook_attn_out", "mlp": "blocks.{i}.hook_mlp_out"}
 class ComponentNormsConfig(BaseConfig):
     """Defaults: 16 WikiText-2 documents cut to 128 tokens (ours: CPU budget; LAD uses 100)."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"n_docs": "n_items"}
+
     max_tokens: int = 128
-    n_docs: int = 16
+    n_items: int = 16
 
 
 @torch.inference_mode()

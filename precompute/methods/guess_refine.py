@@ -43,9 +43,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from precompute.lenses.readout import lens_logits
+from precompute.lenses.tuned import TunedLens, find_lens
 from precompute.methods import Method
-from precompute.methods.tuned_lens import TunedLens, find_lens
-from precompute.model.internals import final_norm, residual_states, unembed
+from precompute.model.internals import residual_states
 from precompute.model.load import LoadedModel
 from precompute.types import BaseConfig, Item, RunContext
 
@@ -270,7 +271,7 @@ def last_position_logprobs(
     out = {}
     for variant, lens in lenses.items():
         st = last if lens is None else lens.translate(last)
-        out[variant] = torch.log_softmax(unembed(lm, final_norm(lm, st)).float(), -1)[:, 0]
+        out[variant] = torch.log_softmax(lens_logits(lm, st).float(), -1)[:, 0]
     return out, int(logits[-1].argmax())
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -66,12 +67,14 @@ class IntrinsicDimensionConfig(BaseConfig):
 
     ``discard_fraction`` = 0.1: SKDIM ``TwoNN`` and DADApy default (Valeriani et al. use 0.02).
     ``mle_k`` = 5: SKDIM ``MLE(K=5)``. ``pca_threshold`` = 0.9: E1 "global PCA at 90 %".
-    ``decimations`` = "1,2,4": ours (a small DADApy-style decimation scan). ``n_docs`` = 200 and
+    ``decimations`` = "1,2,4": ours (a small DADApy-style decimation scan). ``n_items`` = 200 and
     ``max_tokens`` = 128: ours (CPU budget; E1 suggests 2,000-5,000 stimuli). ``min_points`` = 10:
     ours -- an estimate on fewer distinct points is skipped (logged), not stored.
     """
 
-    n_docs: int = 200
+    RENAMED: ClassVar[dict[str, str]] = {"n_docs": "n_items"}
+
+    n_items: int = 200
     max_tokens: int = 128
     poolings: str = "mean,last"
     discard_fraction: float = 0.1

@@ -1,7 +1,7 @@
 """Logit-lens entropy in bits per layer (METHODS.md A3; Lad et al. 2024 Fig. 8).
 
 The model's "confidence" at each depth: every residual state ``h_0..h_L`` is read through the final
-norm and the unembedding (``precompute.model.internals``, the same read-out as the logit lens) and
+norm and the unembedding (``precompute.lenses.readout``, the same read-out as the logit lens) and
 the entropy of the softmax is taken in **bits**, probabilities clamped at 1e-9 before the log (LAD
 ``entropy_calculation``). Per document: the first 500 *characters*, positions ``[1:-1]``, mean over
 positions. Two variants, and the gap between them is a lesson about instruments:
@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
 
+from precompute.lenses.readout import lens_logits
 from precompute.methods import Method
 from precompute.model.internals import (
     NORM_VARIANTS,
-    _norm_stats,
-    final_norm,
     is_layernorm,
+    logit_softcap,
+    norm_stats,
     residual_states,
-    unembed,
+    unembed_weights,
 )
 from precompute.model.load import LoadedModel
 from precompute.types import BaseConfig, Item, RunContext
@@ -52,9 +54,11 @@ class LensEntropyConfig(BaseConfig):
     tokens).
     """
 
+    RENAMED: ClassVar[dict[str, str]] = {"n_docs": "n_items"}
+
     max_chars: int = 500
     clamp: float = 1e-9
-    n_docs: int = 10
+    n_items: int = 10
     max_tokens: int = 256
     variant: str = "both"
     chunk_elems: int = 2**25
@@ -102,8 +106,8 @@ def state_entropy(
     step = max(1, chunk_elems // max(n_pos * lm.d_vocab, 1))
     out = []
     for s0 in range(0, n_states, step):
-        normed = final_norm(lm, states[s0 : s0 + step], variant, final_state=states[-1])
-        out.append(entropy_bits(unembed(lm, normed), clamp))  # (s, T)
+        z = lens_logits(lm, states[s0 : s0 + step], variant, final_state=states[-1])
+        out.append(entropy_bits(z, clamp))  # (s, T)
     return torch.cat(out)
 
 
@@ -117,11 +121,10 @@ def scale_shortcut_ok(lm: LoadedModel) -> bool:
     """
     if is_layernorm(lm):
         return False
-    bias = getattr(lm.bridge.original_model.get_output_embeddings(), "bias", None)
+    _, bias = unembed_weights(lm)
     if bias is not None and bool(bias.detach().ne(0).any()):
         return False
-    cfg = getattr(lm.bridge.original_model, "config", None)
-    return not getattr(cfg, "final_logit_softcapping", None)
+    return not logit_softcap(lm)
 
 
 @torch.inference_mode()
@@ -136,10 +139,10 @@ def both_entropies(
         return {v: state_entropy(lm, states, v, clamp, chunk_elems) for v in NORM_VARIANTS}
     n_states, n_pos, _ = states.shape
     step = max(1, chunk_elems // max(n_pos * lm.d_vocab, 1))
-    ratio = _norm_stats(lm, states) / _norm_stats(lm, states[-1])  # (S, T, 1)
+    ratio = norm_stats(lm, states) / norm_stats(lm, states[-1])  # (S, T, 1)
     out: dict[str, list[torch.Tensor]] = {v: [] for v in NORM_VARIANTS}
     for s0 in range(0, n_states, step):
-        z = unembed(lm, final_norm(lm, states[s0 : s0 + step], "recompute_ln")).float()
+        z = lens_logits(lm, states[s0 : s0 + step]).float()
         out["recompute_ln"].append(entropy_bits(z, clamp))  # (s, T)
         out["cached_final_scale"].append(entropy_bits(z * ratio[s0 : s0 + step], clamp))
     return {v: torch.cat(t) for v, t in out.items()}

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from precompute.lenses.readout import lens_logits
 from precompute.methods import Method
-from precompute.model.internals import final_norm, unembed
 from precompute.model.load import LoadedModel
 from precompute.model.pooled import pooled_states
 from precompute.types import BaseConfig, Item, RunContext
@@ -333,12 +333,12 @@ def labels_for(lm: LoadedModel, items: list[Item], answer_ids: list[int], kind: 
 def answer_from_states(lm: LoadedModel, states: torch.Tensor) -> int:
     """Return the model's argmax token at the last position, from its final residual state.
 
-    ``unembed(final_norm(h_L))`` is exactly how the model computes its logits, so the answer needs
-    no second forward pass. ``states``: ``(L+1, T, D)``.
+    The lens read-out of ``h_L`` is exactly how the model computes its logits, so the answer
+    needs no second forward pass. ``states``: ``(L+1, T, D)``.
     """
     with torch.inference_mode():
         h_last = states[-1, -1:].to(lm.device)  # (1, D)
-        logits = unembed(lm, final_norm(lm, h_last))  # (1, V)
+        logits = lens_logits(lm, h_last)  # (1, V)
     return int(logits[0].argmax())
 
 

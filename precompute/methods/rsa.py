@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -54,10 +55,12 @@ class RSAConfig(BaseConfig):
     """Defaults (METHODS.md E3, "ours": seed 000 gives none).
 
     Mean pooling without BOS, cosine RDM, no normalisation, Spearman comparison (E3 defaults).
-    ``n_docs`` = 80 and ``max_tokens`` = 128: ours (CPU budget; E3 suggests 100-200 stimuli).
+    ``n_items`` = 80 and ``max_tokens`` = 128: ours (CPU budget; E3 suggests 100-200 stimuli).
     """
 
-    n_docs: int = 80
+    RENAMED: ClassVar[dict[str, str]] = {"n_docs": "n_items"}
+
+    n_items: int = 80
     max_tokens: int = 128
     pooling: str = "mean"
     distance: str = "cosine"

@@ -47,7 +47,7 @@ def residual_states(lm: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor, t
     return states.float(), logits[0].float()  # (T, V)
 
 
-def _norm_stats(lm: LoadedModel, h: torch.Tensor) -> torch.Tensor:
+def norm_stats(lm: LoadedModel, h: torch.Tensor) -> torch.Tensor:
     """The final norm's scale statistic per row: sigma (LayerNorm) or rms (RMSNorm).
 
     Args:
@@ -96,7 +96,7 @@ def final_norm(
         return normed
     if final_state is None:
         raise ValueError("cached_final_scale needs the final residual state.")
-    ratio = _norm_stats(lm, h) / _norm_stats(lm, final_state)  # (..., T, 1)
+    ratio = norm_stats(lm, h) / norm_stats(lm, final_state)  # (..., T, 1)
     mod = getattr(lm.bridge.ln_final, "original_component", lm.bridge.ln_final)
     bias = getattr(mod, "bias", None)
     if bias is None or not is_layernorm(lm):
@@ -110,8 +110,19 @@ def unembed(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     Includes the unembedding bias when the model has one, and Gemma-2's final logit soft-cap.
     """
     logits = lm.bridge.unembed(x)
-    cfg = getattr(getattr(lm.bridge, "original_model", None), "config", None)
-    cap = getattr(cfg, "final_logit_softcapping", None)
+    cap = logit_softcap(lm)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def logit_softcap(lm: LoadedModel) -> float | None:
+    """The final logit soft-cap (Gemma-2), or ``None`` when the model has none."""
+    cfg = getattr(getattr(lm.bridge, "original_model", None), "config", None)
+    return getattr(cfg, "final_logit_softcapping", None) or None
+
+
+def unembed_weights(lm: LoadedModel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unembedding as Hugging Face stores it: weight ``(V, D)`` and optional bias ``(V,)``."""
+    mod = getattr(lm.bridge.unembed, "original_component", lm.bridge.unembed)
+    return mod.weight, getattr(mod, "bias", None)

@@ -1,0 +1,48 @@
+"""``bench live-logit-lens``: the live logit lens on a 32-token prompt against the matmul peak.
+
+``flops`` counts the work the lens cannot avoid: the forward pass through the blocks (2 FLOPs per
+block parameter per token) plus unembedding every residual state at every position
+(``2 * (L+1) * T * D * V``; the last state's unembedding is the model's own output).
+
+Example:
+    python -m precompute bench live-logit-lens --model smollm2-135m --json
+"""
+
+from __future__ import annotations
+
+import torch
+
+from precompute.bench.util import matmul_peak_flops, median_seconds
+
+NAME = "live-logit-lens"
+PROMPT = "The Eiffel Tower is located in the city of Paris, which is the capital of France. " * 4
+
+
+def run(model_name: str, args) -> dict:
+    """Time the forward pass and the full lens read-out; report the fraction of peak."""
+    from precompute.lenses.readout import lens_readout
+    from precompute.model.load import load_model
+    from precompute.model.replay import block_stack
+
+    lm = load_model(model_name, device=getattr(args, "device", "cpu"))
+    ids = lm.tokenize(PROMPT)[:, :32]  # (1, 32)
+    n_tok = ids.shape[1]
+
+    def forward() -> None:
+        with torch.inference_mode(), lm.lock:
+            lm.bridge(ids)
+
+    forward_s = median_seconds(forward)
+    lens_s = median_seconds(lambda: lens_readout(lm, ids))
+    block_params = sum(p.numel() for p in block_stack(lm).parameters())
+    flops = 2 * block_params * n_tok + 2 * (lm.n_layers + 1) * n_tok * lm.d_model * lm.d_vocab
+    peak = matmul_peak_flops()
+    return {
+        "model": lm.name,
+        "tokens": n_tok,
+        "lens_seconds": round(lens_s, 4),
+        "forward_seconds": round(forward_s, 4),
+        "flops": int(flops),
+        "matmul_peak_flops": round(peak),
+        "fraction_of_peak": round(flops / lens_s / peak, 3),
+    }
