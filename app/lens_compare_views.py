@@ -204,7 +204,8 @@ def live_compare(model_name: str, prompt: str, max_tokens: int) -> dict:
         ``{"frame": wide rows per (lens, layer, position) with ``disagree``, "lens": meta}``, or
         ``{"missing": message}`` when no tuned lens exists for the model.
     """
-    from precompute.methods.tuned_lens import LensMismatchError, compare_frame, find_lens
+    from precompute.lenses.tuned import LensMismatchError, find_lens
+    from precompute.methods.tuned_lens import compare_frame
 
     lm = live.get_model(model_name)
     try:
