@@ -6,7 +6,7 @@ When does the model know the answer? Read each layer's residual stream as a pred
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, live, ui
+from app import charts, data, live, predict, ui
 from app.lens_views import METRICS, curve_frame, heatmap_frame, live_lens_frame, topk_cell
 
 METHOD = "logit_lens"
@@ -32,7 +32,7 @@ def curves() -> None:
     label, unit, note = METRICS[metric]
     scale = "symlog" if unit == "nats" else "linear"  # nats span 0 to hundreds
     title = f"{label} ({unit}{', symlog axis' if scale == 'symlog' else ''})"
-    st.altair_chart(charts.depth_lines(df, title, y_scale=scale), width="stretch")
+    predict.show("lens_answer", charts.depth_lines(df, title, y_scale=scale), df)
     st.markdown(f"**What to notice.** {note}")
     ui.download(df, f"logit_lens_{metric}")
     ui.provenance(
