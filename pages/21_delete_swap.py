@@ -5,7 +5,7 @@ How robust is a language model to losing one of its layers, or to running two of
 
 import streamlit as st
 
-from app import charts, live, ui
+from app import charts, live, predict, ui
 from app.robustness_views import (
     ACTIONS,
     DEFINITIONS,
@@ -59,8 +59,8 @@ def precomputed() -> None:
         st.info("No rows for this choice: pick at least one model and one intervention.")
         return
     label, unit, note = METRICS[metric]
-    st.altair_chart(
-        charts.depth_lines(df, f"{label} ({unit})", stroke_dash="intervention"), width="stretch"
+    predict.show(
+        "delete_hurts", charts.depth_lines(df, f"{label} ({unit})", stroke_dash="intervention"), df
     )
     ui.sample_caption(
         df,
