@@ -142,6 +142,27 @@ ENTROPY_PROVENANCE = (
     "95 % interval over documents. x = i / L."
 )
 
+LOCALITY = {
+    "prev5": "fraction of attention on the previous 5 tokens (ours, the paper's wording)",
+    "prev5_mean": "mean weight on one of the previous 5 tokens (Lad et al.'s code)",
+}
+
+EARLY_METHOD = (
+    "**Method.** For every layer we measure (1) how much attention goes to the five tokens "
+    "just before each query, (2) how large the attention and MLP outputs are, and (3) how "
+    "often the logit lens's best guess is the input token itself. Curves are plotted against "
+    "relative depth so models of different depth line up."
+)
+
+EARLY_PROVENANCE = (
+    "WikiText-2 paragraphs, first 128 tokens. Locality: per layer, LAD's mean of the "
+    "sub-diagonals at offsets 1..5 of every head (mean weight), and our mass on offsets 1..5 "
+    "averaged over heads and queries q ≥ 6 (fraction). Norms: L2 norm of what each sublayer "
+    "adds to the residual stream (hooks `hook_attn_out`, `hook_mlp_out`), positions ≥ 1; "
+    "ratio of means. Lens: recomputed final norm. Mean and 95 % interval over documents; "
+    "the model's own weights (no TransformerLens folding)."
+)
+
 
 def models_with(*methods: str) -> list[str]:
     """Models with results for any of the methods, sorted by name."""
@@ -256,7 +277,12 @@ def live_pattern_frame(
         heads.append(dict(head=head, **s))
     return {
         "frame": frame,
-        "heads": pd.DataFrame(heads),
+        "heads": pd.DataFrame(heads).rename(
+            columns={
+                "prev5_mass_fraction": "mass on previous 5",
+                "prev5_mean_weight": "mean weight, offsets 1..5",
+            }
+        ),
         "truncated": n_tokens > max_tokens,
         "order": labels,
     }
