@@ -5,7 +5,7 @@ Causal tracing: corrupt the subject, restore one clean state at a time, watch th
 
 import streamlit as st
 
-from app import charts, data, live, ui
+from app import charts, data, live, predict, ui
 from app.facts_views import (
     DATASETS,
     GROUPS,
@@ -63,9 +63,10 @@ def curves() -> None:
     if df.empty:
         st.info("No traced facts for this selection (pick other token groups or facts).")
         return
-    st.altair_chart(
+    predict.show(
+        "fact_site",
         charts.depth_lines(df, "average indirect effect (probability)", stroke_dash="token group"),
-        width="stretch",
+        df,
     )
     st.markdown(
         "**What to notice.** ROME found two sites: MLPs in the early-middle layers at the *last "
