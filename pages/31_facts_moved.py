@@ -5,7 +5,7 @@ Attention knockout: cut the edges into the last token, a window of layers at a t
 
 import streamlit as st
 
-from app import data, live, ui
+from app import data, live, predict, ui
 from app.facts_views import prompt_words
 from app.flow_views import (
     DATASETS,
@@ -52,9 +52,12 @@ def knockout() -> None:
     models = data.models_for(METHOD)
     picked = c3.multiselect("Models", models, default=models, key="ko_models", bind="query-params")
     df = knockout_curves(dataset, window, picked)
+    if not predict.ask_first("fact_moved", df):
+        return
     for col, (grp, label) in zip(st.columns(3), EDGES.items()):
         col.markdown(f"**{label}**")
-        col.altair_chart(knockout_chart(df[df["grp"] == grp]), width="stretch")
+        chart = predict.draw("fact_moved", knockout_chart(df[df["grp"] == grp]))
+        col.altair_chart(chart, width="stretch")
     st.markdown(
         "**What to notice.** Cutting the edges from the *subject* to the last token hurts only in "
         "a band of middle layers: that is when the subject's information is moved to where the "
