@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from precompute.methods.representation_quality import (
+from precompute.methods.representation_quality import QualityConfig, augment, process, views_of
+from precompute.model.load import load_model
+from precompute.stats.matrix import (
     DegenerateError,
-    QualityConfig,
-    augment,
     curvature,
     dime,
     entropy_from_eigs,
@@ -17,10 +17,7 @@ from precompute.methods.representation_quality import (
     lidar,
     normalised_entropy,
     preprocess,
-    process,
-    views_of,
 )
-from precompute.model.load import load_model
 from precompute.types import Item, RunContext
 
 
@@ -159,7 +156,7 @@ def test_process_rejects_a_single_prompt():
 
 
 def test_batched_token_metrics_equal_the_scalar_functions():
-    from precompute.methods.representation_quality import (
+    from precompute.stats.matrix import (
         curvature_batch,
         entropy_batch,
         gram_eigs_batch,
