@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from precompute import schema
+from precompute.facts import subject_tokens
 from precompute.methods.activation_patching import (
     EFFECT_METRIC,
     USES_METRIC,
@@ -20,7 +21,6 @@ from precompute.methods.activation_patching import (
     swap_candidates,
     swap_subject,
 )
-from precompute.methods.attention_knockout import subject_tokens
 from precompute.types import Item, RunContext
 
 # In the tiny tokenizer " capital" and " layer" are single tokens: an aligned pair.

@@ -8,20 +8,17 @@ import pytest
 import torch
 
 from precompute import schema
+from precompute.facts import subject_tokens, window_layers
 from precompute.methods.attention_knockout import (
     BLOCK_SETS,
-    IMPLS,
-    Cut,
     KnockoutConfig,
     block_keys,
     clean_prediction,
     knockout_fact,
-    knockout_logprobs,
     process,
     run_one,
-    subject_tokens,
-    window_layers,
 )
+from precompute.model.knockout import IMPLS, Cut, knockout_logprobs
 from precompute.types import Item, RunContext
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -29,12 +26,12 @@ SUBJECT = "Eiffel Tower"
 
 
 def test_window_layers_follow_geva():
-    assert window_layers(0, 9, 30) == [0, 1, 2, 3, 4]
-    assert window_layers(15, 9, 30) == list(range(11, 20))
-    assert window_layers(29, 9, 30) == list(range(25, 30))
-    assert window_layers(5, 4, 30) == [3, 4, 5, 6]
-    assert window_layers(5, 1, 30) == [5]
-    assert window_layers(5, 0, 30) == []
+    assert list(window_layers(0, 9, 30)) == [0, 1, 2, 3, 4]
+    assert list(window_layers(15, 9, 30)) == list(range(11, 20))
+    assert list(window_layers(29, 9, 30)) == list(range(25, 30))
+    assert list(window_layers(5, 4, 30)) == [3, 4, 5, 6]
+    assert list(window_layers(5, 1, 30)) == [5]
+    assert list(window_layers(5, 0, 30)) == []
 
 
 def test_key_sets_partition_the_visible_keys():

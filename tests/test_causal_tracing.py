@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from precompute.facts import subject_tokens
 from precompute.methods.causal_tracing import (
     CausalTracingConfig,
     TraceCancelled,
     process,
-    subject_range,
     token_groups,
     trace,
     trace_reference,
@@ -79,10 +79,10 @@ def test_zero_noise_gives_zero_effect(lm):
 
 
 def test_subject_range_by_character_spans(lm):
-    ids, b, e = subject_range(lm, PROMPT, SUBJECT)
-    toks = lm.token_strs(ids[0, b:e])
+    f = subject_tokens(lm, PROMPT, SUBJECT)
+    toks = lm.token_strs(f.ids[0, f.start : f.end])
     assert "".join(toks).strip() == SUBJECT
-    assert b > 0 and e < ids.shape[1]
+    assert f.start > 0 and f.end < f.n_tokens
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,8 @@ def test_smollm_knows_paris_and_fast_matches_reference():
 def test_sigma_is_measured_at_the_noise_hook(lm):
     from precompute.methods.causal_tracing import embedding_sigma
 
-    ids, b, e = subject_range(lm, PROMPT, SUBJECT)
+    f = subject_tokens(lm, PROMPT, SUBJECT)
+    ids, b, e = f.ids, f.start, f.end
     with torch.inference_mode():
         _, cache = lm.bridge.run_with_cache(ids, names_filter=lambda n: n == "hook_embed")
     expected = float(cache["hook_embed"][0, b:e].float().std())

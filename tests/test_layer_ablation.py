@@ -21,10 +21,9 @@ def _logits(lm, h):
 @torch.inference_mode()
 def test_running_every_block_from_h0_reproduces_the_model(tiny):
     run = iv.normal_run(tiny, tiny.tokenize(PROMPT))
-    with tiny.lock:
-        x = run.states[0][None]
-        for j in range(tiny.n_layers):
-            x = iv.run_block(tiny, run, j, x)
+    x = run.states[0][None]
+    for j in range(tiny.n_layers):
+        x = iv.run_block(tiny, run, j, x)
     hf = tiny.bridge.original_model(run.ids).logits[0]
     torch.testing.assert_close(_logits(tiny, x)[0], hf, atol=1e-4, rtol=0)
     torch.testing.assert_close(run.logits, hf, atol=1e-4, rtol=0)
@@ -36,11 +35,10 @@ def test_deleting_through_hooks_equals_skipping_the_block(tiny):
     ids = tiny.tokenize(PROMPT)
     run = iv.normal_run(tiny, ids)
     for ell in range(tiny.n_layers):
-        with tiny.lock:
-            x = run.states[0][None]
-            for j in range(tiny.n_layers):
-                if j != ell:
-                    x = iv.run_block(tiny, run, j, x)
+        x = run.states[0][None]
+        for j in range(tiny.n_layers):
+            if j != ell:
+                x = iv.run_block(tiny, run, j, x)
         hooked = iv.reference_logits(tiny, ids, iv.Intervention("delete", ell))
         torch.testing.assert_close(hooked, _logits(tiny, x)[0], atol=1e-4, rtol=0)
 
@@ -158,8 +156,10 @@ def test_real_models_replay_and_fast_equals_reference(name):
 def test_bench_reports_its_figures(wikitext_dir, monkeypatch):
     from types import SimpleNamespace
 
-    monkeypatch.setattr(iv, "_matmul_rate", lambda *a, **k: 1e9)
-    out = iv.bench_layer_sweep("tiny-gpt2", SimpleNamespace(device="cpu", data_dir=wikitext_dir))
+    from precompute.bench import layer_sweep
+
+    monkeypatch.setattr(layer_sweep, "matmul_peak_flops", lambda *a, **k: 1e9)
+    out = layer_sweep.run("tiny-gpt2", SimpleNamespace(device="cpu", data_dir=wikitext_dir))
     assert out["dataset"] == "wikitext" and out["n_interventions"] == 4 + 3
     assert out["max_abs_diff"] <= 1e-4
     assert out["reference_seconds"] > 0 and out["fast_seconds"] > 0

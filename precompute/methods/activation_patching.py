@@ -34,7 +34,8 @@ over facts of ``uses_rel_depth`` for ``resid_last``, on the ``i/L`` axis of prob
 Example:
     >>> from precompute.model.load import load_model
     >>> lm = load_model("tiny-gpt2")
-    >>> r = patch_pair(lm, "The capital of France is the city of", "France", "Italy", check=False)
+    >>> prompt = "The capital is located in the city of"  # " capital", " layer": one token each
+    >>> r = patch_pair(lm, prompt, "capital", "layer", check=False)
     >>> len(r.effect_ld["resid_last"]) == lm.n_layers + 1
     True
 """
@@ -42,26 +43,28 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
-from precompute.methods import Method
-from precompute.methods.attention_knockout import (
+from precompute.facts import (
     FactPrompt,
     answer_matches,
-    clean_prediction,
     fact_check_row,
     fact_parts,
     metrics_frame,
     prompt_row,
     subject_tokens,
     summary_record,
+    swap_candidates,
+    swap_subject,
 )
-from precompute.model.internals import resid_hook_names
+from precompute.methods import Method
 from precompute.model.load import LoadedModel
+from precompute.model.patching import Patch, patched_logits
+from precompute.model.replay import top_token
 from precompute.types import BaseConfig, Item, RunContext, rel_depth
 
 VARIANTS = ("resid_last", "block_out_last", "resid_subject_last")
@@ -95,141 +98,6 @@ class PatchingConfig(BaseConfig):
     batch_rows: int = 128
     subject: str = ""
     corrupt_subject: str = ""
-
-
-@dataclass(frozen=True)
-class Patch:
-    """Copy a clean activation into the corrupted run.
-
-    Attributes:
-        kind: ``resid`` (state ``h_layer``, ``layer = 0..L``) or ``block_out`` (block ``layer``'s
-            output delta ``h_{layer+1} - h_layer``).
-        layer: State or block index.
-        position: Token position.
-    """
-
-    kind: str
-    layer: int
-    position: int
-
-
-def _row_hooks(
-    lm: LoadedModel,
-    patches: Sequence[Patch | None],
-    clean: dict[str, torch.Tensor],
-    n_tokens: int,
-) -> list[tuple[str, Callable]]:
-    """TransformerLens hooks that apply each row's patch (row ``r`` gets ``patches[r]``).
-
-    The hooked tensors hold the positions being computed: all ``T``, or only the last ones when
-    the prefix comes from a key/value cache, so positions are counted from the end.
-    """
-    names = resid_hook_names(lm.n_layers)
-    by_name: dict[str, list[tuple[int, int, str, int]]] = {}
-    for row, p in enumerate(patches):
-        if p is None:
-            continue
-        if p.kind == "resid":
-            by_name.setdefault(names[p.layer], []).append((row, p.position, "set", p.layer))
-        elif p.kind == "block_out":
-            pre, post = f"blocks.{p.layer}.hook_resid_pre", f"blocks.{p.layer}.hook_resid_post"
-            by_name.setdefault(pre, []).append((row, p.position, "keep", p.layer))
-            by_name.setdefault(post, []).append((row, p.position, "add", p.layer))
-        else:
-            raise ValueError(f"Unknown patch kind {p.kind!r}; use resid or block_out.")
-    kept: dict[tuple[int, int], torch.Tensor] = {}
-
-    def make(name: str, todo: list[tuple[int, int, str, int]]) -> Callable:
-        def hook(x, hook):  # x: (B, T_q, D), T_q = T or the positions after a cache
-            x = x.clone()
-            offset = n_tokens - x.shape[1]
-            for row, pos, op, layer in todo:
-                xi = pos - offset  # index of this position in x (the clean states are full)
-                if op == "set":
-                    x[row, xi] = clean[names[layer]][pos]
-                elif op == "keep":
-                    kept[(row, layer)] = x[row, xi].clone()
-                else:  # add: the corrupted h_l plus the clean block's own delta
-                    pre = clean[f"blocks.{layer}.hook_resid_pre"][pos]
-                    post = clean[f"blocks.{layer}.hook_resid_post"][pos]
-                    x[row, xi] = kept[(row, layer)] + (post - pre)
-            return x
-
-        return hook
-
-    # "keep" hooks (resid_pre of block l) run before the "add" hooks (resid_post of block l).
-    return [(name, make(name, todo)) for name, todo in by_name.items()]
-
-
-@torch.inference_mode()
-def patched_logits(
-    lm: LoadedModel,
-    clean_ids: torch.Tensor,
-    corr_ids: torch.Tensor,
-    patches: Sequence[Patch],
-    batch_rows: int = 128,
-    use_cache: bool = True,
-) -> torch.Tensor:
-    """Last-position logits: row 0 clean, row 1 corrupted, then one row per patch.
-
-    With ``use_cache``, rows patched at the last position reuse the corrupted prefix's keys and
-    values (the same numbers to float rounding, tested), which makes them ``T`` times cheaper.
-
-    Args:
-        lm: Loaded model.
-        clean_ids: ``(1, T)``.
-        corr_ids: ``(1, T)``, same length.
-        patches: Activations to copy from the clean run into the corrupted run.
-        batch_rows: Most rows per forward pass.
-        use_cache: Reuse the corrupted prefix for last-position patches.
-
-    Returns:
-        ``(2 + len(patches), V)`` float32 logits at the last position.
-    """
-    if clean_ids.shape != corr_ids.shape:
-        raise ValueError(
-            f"Clean and corrupted prompts must have the same number of tokens "
-            f"({clean_ids.shape[1]} vs {corr_ids.shape[1]})."
-        )
-    n_tokens, n_layers = int(clean_ids.shape[1]), lm.n_layers
-    for p in patches:
-        top = n_layers if p.kind == "resid" else n_layers - 1
-        if not (0 <= p.layer <= top and 0 <= p.position < n_tokens):
-            raise ValueError(f"Patch {p} is outside the model (L = {n_layers}) or the prompt.")
-    names = set(resid_hook_names(n_layers)) | {
-        f"blocks.{i}.hook_resid_{s}" for i in range(n_layers) for s in ("pre", "post")
-    }
-    with lm.lock:
-        clean_logits, cache = lm.bridge.run_with_cache(
-            clean_ids, names_filter=lambda n: n in names, logits_to_keep=1
-        )
-    clean = {n: cache[n][0] for n in names}  # (T, D) each
-    # Patches at the last position leave every earlier position of the corrupted run as it is:
-    # those rows reuse the corrupted prefix through a key/value cache and compute one token each.
-    last = n_tokens - 1
-    rows: list[Patch | None] = [None, *patches]  # row 0 here: the corrupted run
-    cacheable = use_cache and n_tokens > 1
-    fast = [i for i, p in enumerate(rows) if cacheable and (p is None or p.position == last)]
-    slow = [i for i in range(len(rows)) if i not in set(fast)]
-    out = torch.empty(len(rows), clean_logits.shape[-1])
-    for group, cached in ((fast, True), (slow, False)):
-        for r0 in range(0, len(group), max(1, batch_rows)):
-            idx = group[r0 : r0 + max(1, batch_rows)]
-            chunk = [rows[i] for i in idx]
-            ids = corr_ids.expand(len(idx), -1)  # (B, T)
-            kwargs: dict = {"logits_to_keep": 1}
-            with lm.lock:
-                if cached:
-                    _, past = lm.bridge(
-                        corr_ids[:, :-1], return_type="logits_and_cache", logits_to_keep=1
-                    )
-                    past.batch_repeat_interleave(len(idx))
-                    ids, kwargs = ids[:, -1:], {"past_key_values": past, "logits_to_keep": 1}
-                logits = lm.bridge.run_with_hooks(
-                    ids, fwd_hooks=_row_hooks(lm, chunk, clean, n_tokens), **kwargs
-                )
-            out[idx] = logits[:, -1].float()
-    return torch.cat([clean_logits[:, -1].float(), out])
 
 
 def variant_patches(variant: str, n_layers: int, last: int, subject_last: int) -> list[Patch]:
@@ -276,30 +144,6 @@ class PatchResult:
         if variant == "block_out_last":
             return max(range(len(eff)), key=eff.__getitem__)
         return next((i for i, e in enumerate(eff) if e >= USES_THRESHOLD), len(eff) - 1)
-
-
-def swap_subject(
-    lm: LoadedModel, clean: FactPrompt, other: str, max_tokens: int | None = None
-) -> FactPrompt:
-    """Replace the clean prompt's subject by ``other``, checking the tokens line up.
-
-    Raises:
-        ValueError: The swapped prompt differs from the clean one outside the subject span, or
-            has another length (B3 needs aligned pairs).
-    """
-    cs = clean.text.find(clean.subject)
-    text = clean.text[:cs] + other + clean.text[cs + len(clean.subject) :]
-    corr = subject_tokens(lm, text, char_span=(cs, cs + len(other)), max_tokens=max_tokens)
-    a, b = clean.ids[0], corr.ids[0]
-    if a.shape != b.shape or (corr.start, corr.end) != (clean.start, clean.end):
-        raise ValueError(
-            f"{other!r} does not have as many tokens as {clean.subject!r} in this prompt."
-        )
-    outside = torch.ones_like(a, dtype=torch.bool)
-    outside[clean.start : clean.end] = False
-    if not torch.equal(a[outside], b[outside]):
-        raise ValueError(f"Swapping in {other!r} changes tokens outside the subject.")
-    return corr
 
 
 def _effect(patched: torch.Tensor, m_clean: float, m_corr: float) -> list[float]:
@@ -374,7 +218,7 @@ def patch_pair(
         ld_patched={},
         effect_prob={},
         effect_ld={},
-        correct=None if answer is None else answer_matches(lm, o, answer),
+        correct=answer_matches(lm, o, answer),
     )
     i = 2
     for v in variants:
@@ -435,20 +279,6 @@ def result_records(r: PatchResult, n_layers: int, prompt_id: str) -> list[dict]:
     return recs
 
 
-def swap_candidates(items: Sequence[Item], index: int, limit: int) -> list[str]:
-    """Subjects of other facts of the same relation, in dataset order starting after ``index``."""
-    _, subject, _, relation = fact_parts(items[index])
-    out: list[str] = []
-    n = len(items)
-    for k in range(1, n):
-        _, other, _, rel = fact_parts(items[(index + k) % n])
-        if rel == relation and other and other != subject and other not in out:
-            out.append(other)
-        if len(out) >= limit:
-            break
-    return out
-
-
 def find_pair(
     lm: LoadedModel, items: Sequence[Item], index: int, cfg: PatchingConfig
 ) -> tuple[PatchResult | None, str]:
@@ -498,8 +328,8 @@ def process(
         except ValueError:
             recs.append(summary_record(pid, n_layers, "subject_found", 0, "fraction"))
             continue
-        target, p_target = clean_prediction(lm, fact)
-        correct = answer_matches(lm, target, answer)
+        target, p_target = top_token(lm, fact.ids)
+        correct = bool(answer_matches(lm, target, answer))
         checks.append(fact_check_row(lm, ctx, item, fact, target, p_target))
         recs.append(summary_record(pid, n_layers, "answer_correct", correct, "fraction"))
         if not correct:
@@ -509,7 +339,7 @@ def process(
         if res is None:
             continue
         recs += result_records(res, n_layers, pid)
-        prompts.append(prompt_row(lm, ctx, pid, fact))
+        prompts.append(prompt_row(lm, ctx, pid, fact.text, fact.ids))
         done += 1
     out = {"metrics": metrics_frame(ctx, recs)}
     if prompts:

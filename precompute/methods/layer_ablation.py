@@ -31,17 +31,20 @@ class LayerAblationConfig(BaseConfig):
     """Defaults.
 
     ``variants``: ``block`` is LAD's deletion (both hooks zeroed, Fig. 3); ``attn`` / ``mlp`` zero
-    one of the two (LAD Appendix B). ``max_tokens`` = 64 and ``n_docs`` = 16 are ours (CPU budget;
-    LAD takes 1,388 Pile documents truncated to the context, ``__main__`` 10). Data: WikiText-2 test
+    one of the two (LAD Appendix B). ``max_tokens`` = 64 and ``n_items`` = 16 (was ``n_docs``) are
+    ours (CPU budget; LAD takes 1,388 Pile documents truncated to the context, ``__main__`` 10).
+    Data: WikiText-2 test
     paragraphs instead of the Pile (ours: the Pile is not shippable, METHODS.md F). No
     TransformerLens weight folding: it does not change a model's outputs, so the metrics do not
     depend on it.
     ``sweep`` = ``fast`` (cached normal run) or ``reference`` (LAD's full passes); same numbers.
     """
 
+    RENAMED = {"n_docs": "n_items"}
+
     variants: str = "block,attn,mlp"
     max_tokens: int = 64
-    n_docs: int = 16
+    n_items: int = 16
     sweep: str = "fast"
     chunk_elems: int = 2**26
 
@@ -78,5 +81,4 @@ METHOD = Method(
     process=process,
     run_one=run_one,
     chunk_size=4,
-    benches={"layer-sweep": iv.bench_layer_sweep},
 )

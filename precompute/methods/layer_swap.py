@@ -29,13 +29,15 @@ from precompute.types import BaseConfig, Item, RunContext
 class LayerSwapConfig(BaseConfig):
     """Defaults as ``layer_ablation`` (METHODS.md C2: "as C1").
 
-    ``max_tokens`` = 64 and ``n_docs`` = 16 are ours (CPU budget; LAD: 1,388 Pile
-    documents); WikiText-2 instead of the Pile (ours).
+    ``max_tokens`` = 64 and ``n_items`` = 16 (was ``n_docs``) are ours (CPU budget;
+    LAD: 1,388 Pile documents); WikiText-2 instead of the Pile (ours).
     ``sweep`` = ``fast`` or ``reference`` (LAD: the model rebuilt with the two blocks exchanged).
     """
 
+    RENAMED = {"n_docs": "n_items"}
+
     max_tokens: int = 64
-    n_docs: int = 16
+    n_items: int = 16
     sweep: str = "fast"
     chunk_elems: int = 2**26
 

@@ -36,19 +36,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from precompute.model.internals import final_norm, unembed
 from precompute.model.load import LoadedModel
-
-#: Where each architecture family keeps its block list on the Hugging Face model.
-BLOCK_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.language_model.layers")
+from precompute.model.replay import Replay, block_stack, capture, forward, read_out, run_blocks
 
 COMPONENTS = ("block", "attn", "mlp")
 KINDS = ("delete", "swap")
@@ -89,27 +85,6 @@ class Intervention:
     def partner(self) -> int:
         """The block that a swap exchanges with ``layer``."""
         return self.layer + 1 if self.other is None else self.other
-
-
-def block_stack(lm: LoadedModel) -> torch.nn.ModuleList:
-    """Return the model's list of blocks, in execution order.
-
-    Raises:
-        ValueError: The architecture keeps its blocks somewhere this code does not know.
-    """
-    model = lm.bridge.original_model
-    for path in BLOCK_PATHS:
-        obj: Any = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.nn.ModuleList) and len(obj) == lm.n_layers:
-            return obj
-    raise ValueError(
-        f"Cannot find the block list of {lm.name} ({type(model).__name__}); whole-layer "
-        f"interventions support models whose blocks live at one of {BLOCK_PATHS}."
-    )
 
 
 def validate(lm: LoadedModel, iv: Intervention) -> None:
@@ -158,70 +133,14 @@ def check_ids(ids: torch.Tensor) -> None:
 # The normal run, cached block inputs, and running blocks one by one
 
 
-@dataclass
-class NormalRun:
-    """One forward pass with every block's input kept.
-
-    Attributes:
-        ids: Input ids ``(1, T)``.
-        states: Residual states ``h_0..h_L`` ``(L+1, T, D)`` (``h_L`` before the final norm).
-        logits: The model's logits ``(T, V)``.
-        calls: For block ``j``: the positional arguments after the hidden states and the keyword
-            arguments the model passed it (masks, rotary embeddings, position ids).
-    """
-
-    ids: torch.Tensor
-    states: torch.Tensor
-    logits: torch.Tensor
-    calls: list[tuple[tuple, dict]]
+#: The normal run with every block's input kept (see ``precompute.model.replay.Replay``).
+NormalRun = Replay
 
 
-def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-@torch.inference_mode()
-def normal_run(lm: LoadedModel, ids: torch.Tensor) -> NormalRun:
-    """Run the model once (holding ``lm.lock``), keeping each block's input and arguments."""
+def normal_run(lm: LoadedModel, ids: torch.Tensor) -> Replay:
+    """Run the model once (one locked replay step), keeping each block's input and arguments."""
     check_ids(ids)
-    blocks = block_stack(lm)
-    calls: list[tuple[tuple, dict] | None] = [None] * len(blocks)
-    states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
-
-    def pre(j: int):
-        def hook(_mod, args, kwargs):
-            h = _hidden_of(args, kwargs)
-            states[j] = h[0]
-            rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            rest["use_cache"] = False
-            if "past_key_values" in rest:
-                rest["past_key_values"] = None
-            calls[j] = (tuple(args[1:]), rest)
-
-        return hook
-
-    def post(_mod, _args, out):
-        states[-1] = (out[0] if isinstance(out, tuple) else out)[0]
-
-    handles = [b.register_forward_pre_hook(pre(j), with_kwargs=True) for j, b in enumerate(blocks)]
-    handles.append(blocks[-1].register_forward_hook(post))
-    try:
-        with lm.lock:
-            logits = lm.bridge(ids, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    if any(c is None for c in calls) or any(s is None for s in states):
-        raise ValueError(f"{lm.name}: not every block was called once in the forward pass.")
-    # GPT-2 passes the KV cache positionally (args[0] after the hidden states); drop it.
-    calls = [(tuple(None if _is_cache(a) else a for a in args), kw) for args, kw in calls]
-    return NormalRun(
-        ids=ids, states=torch.stack(states).float(), logits=logits[0].float(), calls=calls
-    )  # type: ignore[arg-type]
-
-
-def _is_cache(x: Any) -> bool:
-    return type(x).__name__.endswith("Cache")
+    return capture(lm, ids)
 
 
 def _zero(t: torch.Tensor, hook: Any = None) -> torch.Tensor:
@@ -235,23 +154,13 @@ def zero_hooks(layer: int, component: str) -> list[tuple[str, Any]]:
 
 
 def run_block(
-    lm: LoadedModel, run: NormalRun, j: int, x: torch.Tensor, component: str | None = None
+    lm: LoadedModel, run: Replay, j: int, x: torch.Tensor, component: str | None = None
 ) -> torch.Tensor:
     """Run block ``j`` on states ``x`` ``(B, T, D)``; ``component`` zeroes its attn/mlp output.
 
-    The caller holds ``lm.lock`` (hooks are state on the shared model).
+    One locked replay step (the caller does not hold ``lm.lock``).
     """
-    block = block_stack(lm)[j]
-    args, kwargs = run.calls[j]
-    ctx = lm.bridge.hooks(fwd_hooks=zero_hooks(j, component)) if component else _null()
-    with ctx:
-        out = block(x, *args, **kwargs)
-    return out[0] if isinstance(out, tuple) else out
-
-
-@contextlib.contextmanager
-def _null() -> Iterator[None]:
-    yield
+    return run_blocks(lm, run, x, [j], zero_hooks(j, component) if component else ())
 
 
 def _prefix(lm: LoadedModel, iv: Intervention) -> tuple[int, list[tuple[int, str | None]], int]:
@@ -277,21 +186,20 @@ def final_states_fast(
     """
     n_layers = lm.n_layers
     joins: dict[int, list[tuple[int, torch.Tensor]]] = {j: [] for j in range(n_layers + 1)}
-    with lm.lock:
-        for k, iv in enumerate(interventions):
-            start, prefix, join = _prefix(lm, iv)
-            x = run.states[start][None]  # (1, T, D)
-            for j, comp in prefix:
-                x = run_block(lm, run, j, x, comp)
-            joins[join].append((k, x[0]))
-        order: list[int] = []
-        x = run.states[:0]  # (0, T, D)
-        for j in range(n_layers + 1):
-            if joins[j]:
-                order += [k for k, _ in joins[j]]
-                x = torch.cat([x, torch.stack([s for _, s in joins[j]])])
-            if j < n_layers and len(order):
-                x = run_block(lm, run, j, x)  # (B, T, D)
+    for k, iv in enumerate(interventions):  # each block run is one locked replay step
+        start, prefix, join = _prefix(lm, iv)
+        x = run.states[start][None]  # (1, T, D)
+        for j, comp in prefix:
+            x = run_block(lm, run, j, x, comp)
+        joins[join].append((k, x[0]))
+    order: list[int] = []
+    x = run.states[:0]  # (0, T, D)
+    for j in range(n_layers + 1):
+        if joins[j]:
+            order += [k for k, _ in joins[j]]
+            x = torch.cat([x, torch.stack([s for _, s in joins[j]])])
+        if j < n_layers and len(order):
+            x = run_block(lm, run, j, x)  # (B, T, D)
     out = torch.empty_like(x)
     out[torch.tensor(order, dtype=torch.long)] = x
     return out.float()
@@ -301,45 +209,13 @@ def final_states_fast(
 # The reference: a full forward pass per intervention, through the model's own forward
 
 
-def _layer_types_owner(lm: LoadedModel) -> Any:
-    cfg = lm.bridge.original_model.config
-    for c in (cfg, getattr(cfg, "text_config", None)):
-        if c is not None and getattr(c, "layer_types", None) is not None:
-            return c
-    return None
-
-
-@contextlib.contextmanager
-def permuted_blocks(lm: LoadedModel, a: int, b: int) -> Iterator[None]:
-    """Exchange blocks ``a`` and ``b`` in the model's block list for the duration (hold the lock).
-
-    Per-layer attention types (Gemma-3 ``config.layer_types``) move with their blocks.
-    """
-    blocks = block_stack(lm)
-    owner = _layer_types_owner(lm)
-    old_types = list(owner.layer_types) if owner is not None else None
-    blocks[a], blocks[b] = blocks[b], blocks[a]
-    if owner is not None:
-        types = list(old_types)
-        types[a], types[b] = types[b], types[a]
-        owner.layer_types = types
-    try:
-        yield
-    finally:
-        blocks[a], blocks[b] = blocks[b], blocks[a]
-        if owner is not None:
-            owner.layer_types = old_types
-
-
 @torch.inference_mode()
 def reference_logits(lm: LoadedModel, ids: torch.Tensor, iv: Intervention) -> torch.Tensor:
     """Logits ``(T, V)`` of the intervened model from a full forward pass (LAD's way)."""
-    with lm.lock:
-        if iv.kind == "delete":
-            logits = lm.bridge.run_with_hooks(ids, fwd_hooks=zero_hooks(iv.layer, iv.component))
-        else:
-            with permuted_blocks(lm, iv.layer, iv.partner):
-                logits = lm.bridge(ids)
+    if iv.kind == "delete":
+        logits = forward(lm, ids, fwd_hooks=zero_hooks(iv.layer, iv.component))
+    else:
+        logits = forward(lm, ids, swap=(iv.layer, iv.partner))
     return logits[0].float()
 
 
@@ -390,11 +266,6 @@ def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p.clamp_min(ENTROPY_CLAMP))).sum(-1)
 
 
-def _logits_from_states(lm: LoadedModel, h: torch.Tensor) -> torch.Tensor:
-    with lm.lock:  # the final norm and unembedding are bridge modules with hook points
-        return unembed(lm, final_norm(lm, h)).float()
-
-
 @torch.inference_mode()
 def sweep(
     lm: LoadedModel,
@@ -419,8 +290,7 @@ def sweep(
     if method == "reference":
         parts = []
         for iv in interventions:
-            with lm.lock:
-                normal = lm.bridge(ids)[0].float()  # recomputed per intervention, as LAD does
+            normal = forward(lm, ids)[0].float()  # recomputed per intervention, as LAD does
             parts.append(compare(normal, reference_logits(lm, ids, iv)[None], ids[0]))
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
     if method != "fast":
@@ -430,7 +300,7 @@ def sweep(
     n_pos, vocab = run.logits.shape
     step = max(1, chunk_elems // max(n_pos * vocab, 1))
     parts = [
-        compare(run.logits, _logits_from_states(lm, final[s : s + step]), ids[0])
+        compare(run.logits, read_out(lm, final[s : s + step]), ids[0])
         for s in range(0, len(final), step)
     ]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
@@ -443,7 +313,7 @@ def intervened_logits(lm: LoadedModel, ids: torch.Tensor, iv: Intervention) -> t
     validate(lm, iv)
     run = normal_run(lm, ids)
     final = final_states_fast(lm, run, [iv])
-    return run.logits, _logits_from_states(lm, final)[0]
+    return run.logits, read_out(lm, final)[0]
 
 
 def records(
@@ -521,90 +391,3 @@ def parse_components(text: str) -> tuple[str, ...]:
     if bad or not parts:
         raise ValueError(f"variants must be a comma-separated subset of {COMPONENTS}: {text!r}.")
     return parts
-
-
-# --------------------------------------------------------------------------------------------
-# Benchmark: the deletion + swap sweep both ways on the same documents
-
-BENCH_DOCS = 2
-BENCH_TOKENS = 64
-
-
-def _matmul_rate(n: int = 2048, repeats: int = 3) -> float:
-    """Best float32 ``n x n @ n x n`` rate on this machine now, FLOP/s (2 n^3 per product)."""
-    import time
-
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen)
-    b = torch.randn(n, n, generator=gen)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def fast_sweep_flops(lm: LoadedModel, n_pos: int, interventions: Sequence[Intervention]) -> float:
-    """Count the useful floating-point work of the fast sweep on one prompt (matmuls only).
-
-    A block on ``T`` positions costs ``2 T P`` for its ``P`` matrix weights plus ``4 T^2 d_attn``
-    for scores and mixing; the unembedding ``2 T D V`` per output distribution.
-    """
-    block = block_stack(lm)[0]
-    p_block = sum(p.numel() for p in block.parameters() if p.ndim == 2)
-    cfg = lm.bridge.cfg
-    d_attn = int(cfg.n_heads) * int(cfg.d_head)
-    per_block = 2 * n_pos * p_block + 4 * n_pos**2 * d_attn
-    per_unembed = 2 * n_pos * lm.d_model * lm.d_vocab
-    n_layers = lm.n_layers
-    n_blocks = n_layers  # the normal run
-    for iv in interventions:
-        start, prefix, join = _prefix(lm, iv)
-        n_blocks += len(prefix) + (n_layers - join)
-    return float(n_blocks * per_block + (len(interventions) + 1) * per_unembed)
-
-
-def bench_layer_sweep(model_name: str, args: Any) -> dict:
-    """Time the deletion and swap sweeps, reference vs fast, on the same documents."""
-    import time
-
-    from precompute.datasets import DatasetError, load_examples, load_wikitext
-    from precompute.model.load import load_model
-
-    lm = load_model(model_name, device=getattr(args, "device", "cpu"))
-    try:
-        items, _ = load_wikitext(getattr(args, "data_dir", None), n=BENCH_DOCS)
-        dataset = "wikitext"
-    except DatasetError:
-        items, _ = load_examples(n=BENCH_DOCS)
-        dataset = "examples"
-    ivs = delete_all(lm.n_layers) + swap_all(lm.n_layers)
-    docs = [lm.tokenize(it.text, max_tokens=BENCH_TOKENS) for it in items]
-    docs = [d for d in docs if d.shape[1] >= 3]
-    sweep(lm, docs[0], ivs[:1])  # warm-up
-    rate = _matmul_rate()
-    t0 = time.perf_counter()
-    ref = [sweep(lm, d, ivs, method="reference") for d in docs]
-    t_ref = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fast = [sweep(lm, d, ivs, method="fast") for d in docs]
-    t_fast = time.perf_counter() - t0
-    rate = max(rate, _matmul_rate())
-    diff = max(float((r[k] - f[k]).abs().max()) for r, f in zip(ref, fast) for k in r)
-    flops = sum(fast_sweep_flops(lm, int(d.shape[1]), ivs) for d in docs)
-    return {
-        "model": lm.name,
-        "dataset": dataset,
-        "n_docs": len(docs),
-        "n_tokens": [int(d.shape[1]) for d in docs],
-        "n_interventions": len(ivs),
-        "reference_seconds": round(t_ref, 3),
-        "fast_seconds": round(t_fast, 3),
-        "speedup": round(t_ref / t_fast, 3),
-        "max_abs_diff": diff,
-        "fast_gflop": round(flops / 1e9, 2),
-        "matmul_gflops": round(rate / 1e9, 2),
-        "fraction_of_peak": round(flops / t_fast / rate, 4),
-        "torch_threads": torch.get_num_threads(),
-    }
