@@ -1,18 +1,20 @@
-"""Data shaping for the lens pages (no charts here): queries and the live lens frame."""
+"""Data shaping for the lens pages: queries, the live lens frame, the cell inspector widget."""
 
 from __future__ import annotations
 
 import pandas as pd
+import streamlit as st
 
-from app import data, live
+from app import charts, data, glossary, live
 
-#: metric: (label, unit, what to notice)
+#: metric: (label, unit, what the curve means). What the data show is computed on the page
+#: (``app.claims_views.lens_finding``), never written here.
 METRICS = {
     "kl_to_final": (
         "KL(final ‖ lens)",
         "nats",
-        "KL falls with depth and reaches 0 at the last layer by construction. Where it drops "
-        "steeply is where the prediction is assembled; compare models at the same relative depth.",
+        "KL is 0 at the last layer by construction. Where it drops steeply is where the "
+        "prediction is assembled; compare models at the same relative depth.",
     ),
     "ce_to_final": (
         "cross-entropy to final",
@@ -22,20 +24,21 @@ METRICS = {
     "entropy": (
         "lens entropy",
         "nats",
-        "Early layers read through the final norm are often spread out (high entropy) or stuck on "
-        "the input token (low entropy); the last layers sharpen the prediction.",
+        "Low entropy: the lens is confident (possibly of the input token). Lad et al. expect the "
+        "last layers to sharpen the prediction: does the entropy fall at the end?",
     ),
     "top1_matches_final": (
         "top-1 agrees with final",
         "fraction",
-        "The share of positions where the lens already picks the model's final token: it rises "
-        "late, after most of the depth (the prediction-ensembling stage).",
+        "The share of positions where the lens already picks the model's final token (1 at the "
+        "last layer by construction).",
     ),
     "top1_is_input": (
         "lens repeats the input token",
         "fraction",
-        "In the first layers the lens's best guess is the input token itself (seed 000): the "
-        "residual stream still looks like the token embedding. The rate falls quickly with depth.",
+        "The share of positions where the lens's best guess is the input token itself: the "
+        "residual stream still looks like the token embedding (a question the Evolution of LLM "
+        "Stages project asks).",
     ),
     "ce_next_token": (
         "next-token loss through the lens",
@@ -43,6 +46,45 @@ METRICS = {
         "The language-model loss if the model stopped at this layer.",
     ),
 }
+
+#: Heatmap colours: legend title and fixed domain (so prompts compare).
+HEAT = {
+    "top1_prob": ("probability of the top-1 token", (0.0, 1.0)),
+    "kl_to_final": ("KL to the final output (nats)", (0.0, 10.0)),
+    "entropy": ("entropy of the lens (nats)", (0.0, 10.0)),
+}
+HEAT_LABELS = {
+    "top1_prob": "confidence (probability of the top-1 token)",
+    "kl_to_final": "distance to the final output (KL, nats)",
+    "entropy": "uncertainty (entropy, nats)",
+}
+
+DEFINITIONS = (
+    "- **KL(final ‖ lens)**: how many nats of surprise the lens's distribution has about "
+    "the model's real output; 0 at the last layer.\n"
+    "- **Cross-entropy to final** = entropy of the final output + KL.\n"
+    "- **Entropy** of the lens distribution (nats): low means confident.\n"
+    "- **Top-1 agreement**: the lens's most likely token is the model's final choice.\n"
+    "- **Repeats the input**: the lens's most likely token is the token at that position.\n"
+    "- **Relative depth**: state i of L blocks sits at i / L (0 = embeddings)."
+)
+
+PROVENANCE = (
+    "Each WikiText-2 paragraph is cut to its first `max_tokens` tokens (the run's config, "
+    "below); per layer, metrics are averaged over positions 1..T-1 (position 0 excluded), then "
+    "mean and 95 % interval (±1.96 SEM) over paragraphs. The final norm is recomputed on every "
+    "layer's state (true logit lens)."
+)
+
+
+def example_prompts(model: str) -> dict[str, str]:
+    """The team's example prompts of a model: ``prompt_id -> text``, in id order."""
+    df = data.query(
+        "SELECT prompt_id, text FROM prompts WHERE model = ? AND dataset = 'examples' "
+        "ORDER BY prompt_id",
+        [model],
+    )
+    return dict(zip(df["prompt_id"], df["text"]))
 
 
 def curve_frame(metric: str, models: list[str], variant: str = "recompute_ln") -> pd.DataFrame:
@@ -96,3 +138,39 @@ def live_lens_frame(model_name: str, prompt: str, max_tokens: int) -> pd.DataFra
     ).reset_index()
     wide["truncated"] = n_tokens > max_tokens
     return wide
+
+
+def inspect_cell(df: pd.DataFrame, model: str, pid: str) -> None:
+    """Pick a layer and a position: the lens's top-10 tokens there."""
+    st.markdown("**Inspect one cell.** Pick a layer and a position to see the lens's top-10.")
+    n_states = int(df["layer"].max())
+    positions = df.drop_duplicates("position").sort_values("position")
+    labels = dict(zip(positions["position"], positions["input_token"]))
+    if st.session_state.get("layer", 0) > n_states:  # a URL from a deeper model
+        st.session_state["layer"] = n_states
+    if st.session_state.get("position") not in labels:
+        st.session_state.pop("position", None)
+    c1, c2 = st.columns(2)
+    layer = c1.slider(
+        "Layer (residual state)", 0, n_states, n_states // 2, key="layer", bind="query-params"
+    )
+    pos = c2.selectbox(
+        "Position",
+        list(labels),
+        index=len(labels) - 1,
+        key="position",
+        format_func=lambda p: f"{p}: {charts.show_token(labels[p])}",
+        bind="query-params",
+    )
+    top = topk_cell(model, pid, layer, pos)
+    top["token"] = top["token"].map(charts.show_token)
+    st.dataframe(
+        top,
+        hide_index=True,
+        width="content",
+        column_config={
+            "token": st.column_config.TextColumn("token", width="large"),
+            "prob": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0),
+        },
+    )
+    glossary.token_key()

@@ -45,7 +45,7 @@ def _live_lens(monkeypatch, prompt):
     monkeypatch.setenv("STAGESCOPE_LIVE_MODELS", "tiny-gpt2")
     at = AppTest.from_file(str(ROOT / "pages" / "10_logit_lens.py"), default_timeout=120).run()
     at.text_area(key="live_prompt").set_value(prompt)
-    at.button[0].click()
+    at.button(key="live_lens_df_run").click()
     return at.run()
 
 
