@@ -40,14 +40,26 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or resume) the jobs of one model."""
+    from precompute.datasets import check_dataset_name
     from precompute.methods import get_method
-    from precompute.model.load import load_model
+    from precompute.model.catalog import resolve
+    from precompute.model.load import TINY_ARCHS, load_model
     from precompute.results.jobs import run_job
 
+    # Every input is checked before the model loads or a folder is made.
     methods = [get_method(m.strip()) for m in args.methods.split(",") if m.strip()]
-    lm = load_model(args.model, device=args.device)
+    if not methods:
+        raise ValueError("--methods is empty: give one or more method names, comma-separated.")
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}.")
+    if args.dataset:
+        check_dataset_name(args.dataset)
+    if args.model not in TINY_ARCHS:
+        resolve(args.model)
+    cfgs = {m.name: m.config_cls().with_overrides(_overrides(args.set)) for m in methods}
+    lm = load_model(args.model, device=args.device, revision=args.revision)
     for method in methods:
-        cfg = method.config_cls().with_overrides(_overrides(args.set))
+        cfg = cfgs[method.name]
         n = args.n or getattr(cfg, "n_docs", None) or getattr(cfg, "n_items", None)
         for dataset in (args.dataset or method.dataset, *method.extra_datasets):
             folder = run_job(
@@ -110,7 +122,16 @@ def cmd_run_one(args: argparse.Namespace) -> int:
     cfg = method.config_cls().with_overrides(_overrides(args.set))
     # Libraries print progress to stdout; keep stdout for the JSON alone.
     with contextlib.redirect_stdout(sys.stderr):
-        lm = load_model(args.model, device=args.device)
+        lm = load_model(args.model, device=args.device, revision=args.revision)
+        cap = getattr(cfg, "max_tokens", None)
+        n_tokens = int(lm.tokenize(prompt).shape[1])  # capped only by the context window
+        n_full = len(lm.tokenizer(prompt).input_ids)
+        used = min(cap or n_tokens, n_tokens)
+        if used < n_full:
+            sys.stderr.write(
+                f"note: the prompt has {n_full} tokens; only the first {used} were analysed "
+                f"(raise it with --set max_tokens=N, up to the model's context of {n_tokens}).\n"
+            )
         df = method.run_one(lm, prompt, cfg)
     records = [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
     if args.json:
@@ -177,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
         if model:
             sp.add_argument("--model", required=True, help="catalog name or Hugging Face id")
             sp.add_argument("--device", default="auto", help="auto, cpu or cuda")
+            sp.add_argument(
+                "--revision", default=None, help="Hub revision (commit, tag) to pin; recorded"
+            )
         sp.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder")
 
     sp = sub.add_parser("run", help="run or resume the jobs of one model")
@@ -257,3 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: finished chunks are kept; rerun to resume.\n")
         return 130
+    except Exception as err:  # anything else: one line, the traceback only with -v
+        if args.verbose:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        sys.stderr.write(f"error: {type(err).__name__}: {first} (rerun with -v for the details)\n")
+        return 1

@@ -11,6 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import threading
+import time
 from dataclasses import asdict, dataclass
 
 
@@ -107,6 +112,45 @@ class UnknownModelError(ValueError):
     """Raised for a model name that is neither a catalog name nor a Hugging Face id."""
 
 
+class ModelUnavailableError(ValueError):
+    """A known-looking model that cannot be loaded here (offline, not cached, no safetensors)."""
+
+
+_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_HUB_STATE: dict[str, float | bool] = {}
+_HUB_LOCK = threading.Lock()
+#: Seconds a Hub reachability answer is reused before it is checked again.
+HUB_RECHECK_S = 60.0
+
+
+def hub_reachable(timeout: float = 2.0, host: str = "huggingface.co") -> bool:
+    """Whether the Hugging Face Hub can be reached (checked once a minute, in ``timeout`` s).
+
+    ``HF_HUB_OFFLINE=1`` means no, without trying. The answer is cached so that a page or a
+    command learns it once instead of waiting through the Hub client's retries each time.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    with _HUB_LOCK:
+        if time.monotonic() - float(_HUB_STATE.get("at", -1e9)) < HUB_RECHECK_S:
+            return bool(_HUB_STATE["ok"])
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            ok = True
+        except OSError:
+            ok = False
+        _HUB_STATE.update(ok=ok, at=time.monotonic())
+        return ok
+
+
+def hub_cached(hf_id: str, revision: str | None = None) -> bool:
+    """Whether a Hub model's config is in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(hf_id, "config.json", revision=revision)
+    return isinstance(found, str)
+
+
 def resolve(name: str) -> ModelSpec:
     """Find a catalog entry by short name or Hugging Face id.
 
@@ -128,7 +172,7 @@ def resolve(name: str) -> ModelSpec:
     for spec in CATALOG.values():
         if spec.hf_id.lower() == key.lower():
             return spec
-    if key.count("/") == 1 and all(key.split("/")):
+    if _HF_ID.match(key) and ".." not in key:
         return ModelSpec(name=key, hf_id=key, family="other", n_params=0.0, n_layers=0)
     raise UnknownModelError(
         f"Unknown model {name!r}. Use a catalog name ({', '.join(sorted(CATALOG))}) "

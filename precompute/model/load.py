@@ -31,7 +31,14 @@ from typing import Any
 
 import torch
 
-from precompute.model.catalog import ModelSpec, resolve
+from precompute.model.catalog import (
+    OFFLINE_MODELS,
+    ModelSpec,
+    ModelUnavailableError,
+    hub_cached,
+    hub_reachable,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +108,8 @@ class LoadedModel:
             Token ids, shape ``(1, T)``, on the model's device.
         """
         ids = self.tokenizer(text, return_tensors="pt").input_ids  # (1, T)
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}.")
         n_ctx = int(getattr(self.bridge.cfg, "n_ctx", 0) or 0)
         limits = [x for x in (max_tokens, n_ctx) if x]
         if limits:
@@ -277,6 +286,35 @@ def _has_package(name: str) -> bool:
     return bool(name) and importlib.util.find_spec(name) is not None
 
 
+def _load_hub(hf_id: str, revision: str | None, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Load a Hub model (safetensors only), failing in seconds when it cannot be had.
+
+    Raises:
+        ModelUnavailableError: Not cached and the Hub is unreachable, unknown on the Hub, or no
+            safetensors weights; the message says what to do instead.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached = hub_cached(hf_id, revision)
+    online = hub_reachable()
+    if not cached and not online:
+        raise ModelUnavailableError(
+            f"Model {hf_id!r} is not in the local cache and the Hugging Face Hub cannot be "
+            f"reached. Use an offline model ({', '.join(OFFLINE_MODELS)}) or connect and retry."
+        )
+    kw = {"revision": revision, "local_files_only": not online}
+    try:
+        tok = AutoTokenizer.from_pretrained(hf_id, **kw)
+        model = AutoModelForCausalLM.from_pretrained(hf_id, dtype=dtype, use_safetensors=True, **kw)
+    except Exception as err:  # missing repo, revision or safetensors file; gated; network
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelUnavailableError(
+            f"Cannot load {hf_id!r}{f' at revision {revision}' if revision else ''} from the "
+            f"Hub (safetensors weights only): {first[:200]}"
+        ) from err
+    return tok, model
+
+
 def load_model(
     name: str,
     device: str = "auto",
@@ -289,13 +327,16 @@ def load_model(
         name: ``smollm2-135m``, ``gpt2``, ``org/model``, ``tiny-gpt2`` ...
         device: ``auto``, ``cpu`` or ``cuda``.
         dtype: Parameter dtype (float32 by default: lens numbers are compared to 1e-5).
-        revision: Hub revision to pin (ignored for local sources).
+        revision: Hub revision (branch, tag or commit) to pin; recorded in the provenance with
+            the commit it resolved to (ignored for local sources).
 
     Returns:
         The loaded model with its provenance.
 
     Raises:
         UnknownModelError: The name is not in the catalog and not a Hugging Face id.
+        ModelUnavailableError: A Hub model that cannot be had (offline and not cached, unknown,
+            or without safetensors weights).
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -317,11 +358,12 @@ def load_model(
                 "gguf_file": spec.gguf_file,
                 "quantization": f"dequantised from {spec.quantization}",
             }
+            tok = AutoTokenizer.from_pretrained(path)
+            hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         else:
-            path = hf_id
             prov = {"source": "hub", "hf_id": hf_id, "revision": revision or "main"}
-        tok = AutoTokenizer.from_pretrained(path, revision=revision)
-        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=revision)
+            tok, hf_model = _load_hub(hf_id, revision, dtype)
+            prov["commit"] = getattr(hf_model.config, "_commit_hash", None) or "unknown"
         hf_model.eval()
     hf_model = hf_model.to(dtype)
     if not getattr(hf_model.config, "architectures", None):  # GGUF configs leave it empty

@@ -108,7 +108,11 @@ def validate(results_dir: Path) -> dict[str, int]:
     if counts.get("metrics", 0) == 0:
         problems.append("the metrics table is empty")
     try:
-        con = duckdb.connect(str(results_dir / DB_NAME), read_only=True)
+        con = duckdb.connect(
+            str(results_dir / DB_NAME),
+            read_only=True,
+            config={"enable_external_access": False, "autoload_known_extensions": False},
+        )
         con.execute("SELECT count(*) FROM metrics").fetchone()
         con.close()
     except Exception as err:  # a DuckDB file that does not open must not be published
@@ -159,15 +163,30 @@ def publish(
     if client is None:
         from huggingface_hub import HfApi
 
+        from precompute.model.catalog import hub_reachable
+
+        if not hub_reachable():
+            raise PublishError(
+                "The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set); "
+                "nothing was uploaded. Connect and run `publish` again."
+            )
         client = HfApi()
-    client.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    info = client.upload_folder(
-        folder_path=str(folder),
-        repo_id=repo_id,
-        repo_type="dataset",
-        commit_message=message,
-        delete_patterns=["tables/*.parquet"],
-    )
+    try:
+        client.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        info = client.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message=message,
+            delete_patterns=["tables/*.parquet"],
+        )
+    except Exception as err:  # network, auth, quota: one line; the upload is one commit
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise PublishError(
+            f"The upload to {repo_id} failed ({type(err).__name__}: {first}); the repo was not "
+            "changed (one commit or none). Check the token (`hf auth login`) and the network, "
+            "then run `publish` again."
+        ) from err
     sha = getattr(info, "oid", None) or str(info)
     return sha
 
