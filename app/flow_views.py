@@ -1,17 +1,16 @@
 """Data shaping for "When is the fact moved?" (attention knockout, activation patching).
 
-Queries over ``metrics_agg``, the live knockout frame, and two pure chart builders (DataFrame in,
-Altair chart out) kept here because they add the seed's reported band to ``charts.depth_lines``.
+Queries over ``metrics_agg`` and the live knockout frame; the charts are ``charts.knockout_chart``
+and ``charts.patching_chart``.
 """
 
 from __future__ import annotations
 
 import re
 
-import altair as alt
 import pandas as pd
 
-from app import charts, data, live
+from app import data, live
 
 METHOD = "attention_knockout"
 PATCH_METHOD = "activation_patching"
@@ -21,9 +20,10 @@ EDGES = {
     "non_subject": "non-subject → last",
     "last": "last → last",
 }
-#: Seed 000 ("Attn Knockout"): the drop sits at 40-70 % of depth in every model size.
+#: Gandikota et al., "Evolution of LLM Stages" (seed 000, "Attn Knockout"): the drop sits at
+#: 40-70 % of depth in every model size.
 SEED_BAND = (0.4, 0.7)
-SEED_BAND_LABEL = "seed 000 reports the drop at 40–70 % of depth"
+SEED_BAND_LABEL = "Gandikota et al. report the drop here"
 PATCH_VARIANTS = {
     "resid_last": "residual state at the last token (cumulative)",
     "block_out_last": "one block's output at the last token",
@@ -120,51 +120,6 @@ def uses_table(dataset: str, variant: str) -> pd.DataFrame:
     return wide.rename(
         columns={"uses_layer": "uses: layer (mean)", "uses_rel_depth": "uses: relative depth"}
     ).round(3)
-
-
-def seed_band() -> alt.Chart:
-    """The band seed 000 reports, drawn light and labelled as the seed's figure."""
-    band = pd.DataFrame({"start": [SEED_BAND[0]], "end": [SEED_BAND[1]], "band": [SEED_BAND_LABEL]})
-    return (
-        alt.Chart(band)
-        .mark_rect(opacity=0.12, color="#777777")
-        .encode(
-            x="start:Q",
-            x2="end:Q",
-            fill=alt.Fill(
-                "band:N",
-                scale=alt.Scale(range=["#777777"]),
-                legend=alt.Legend(title=None, orient="bottom"),
-            ),
-            tooltip=["band:N"],
-        )
-    )
-
-
-def knockout_chart(df: pd.DataFrame, color: str = "model", height: int = 260) -> alt.LayerChart:
-    """Knockout curves over relative depth with the seed's band and a zero line."""
-    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#999999").encode(y="y:Q")
-    lines = charts.depth_lines(
-        df,
-        "change in p(prediction) (%)",
-        color=color,
-        bands=False,
-        height=height,
-        x_title="relative depth of the window centre (0 = first block, 1 = last)",
-    )
-    return alt.layer(seed_band(), zero, lines).properties(height=height)
-
-
-def patching_chart(df: pd.DataFrame, height: int = 300) -> alt.LayerChart:
-    """Patching effect over relative depth, with the 0.5 "uses" threshold and the seed's band."""
-    half = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
-    lines = charts.depth_lines(
-        df,
-        "normalised logit-difference effect (0 = corrupted, 1 = clean)",
-        bands=False,
-        height=height,
-    )
-    return alt.layer(seed_band(), half, lines).properties(height=height)
 
 
 def word_span(prompt: str, picked: list[int]) -> tuple[int, int] | None:

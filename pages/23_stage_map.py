@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from app.stages_views import BY_KEY, STAGE_KEYS, stage_chart, stage_map
+from app.stages_views import BY_KEY, STAGE_KEYS, stage_map
 
 METHOD_NOTE = (
     "**How the boundaries are estimated.** (1) Each signature is min-max normalised to [0, 1] "
@@ -68,10 +68,8 @@ def main() -> None:
         ui.no_results("attention_locality")
         return
     models = sorted(mat["model"].unique())
-    cols = st.columns(min(len(models), 3))
-    for i, model in enumerate(models):
-        with cols[i % len(cols)]:
-            st.altair_chart(stage_chart(mat, bounds, model), width="stretch")
+    for model in models:
+        st.altair_chart(charts.stage_chart(mat, bounds, model), width="stretch")
     if not bounds.empty:
         st.markdown("**Estimated boundaries (relative depth) against the paper's bands**")
         table = bounds.pivot_table(index="model", columns="boundary", values="rel_depth")

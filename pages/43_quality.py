@@ -4,7 +4,6 @@ Skean et al.'s metrics -- prompt and dataset entropy, curvature, and invariance 
 LiDAR, DiME) -- layer by layer, by relative depth.
 """
 
-import altair as alt
 import streamlit as st
 
 from app import charts, ui
@@ -56,25 +55,13 @@ def overview(dataset: str) -> None:
         return
     model = st.selectbox("Model", sorted(df["model"].unique()), key="q_model", bind="query-params")
     one = df[df["model"] == model]
-    chart = (
-        alt.Chart(one)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X(
-                "rel_depth:Q",
-                title="relative depth (0 = first, 1 = last)",
-                scale=alt.Scale(domain=[0, 1]),
-            ),
-            y=alt.Y("scaled:Q", title="scaled to this model's range (0 = min, 1 = max)"),
-            color=alt.Color("label:N", scale=alt.Scale(range=charts.OKABE_ITO), title="metric"),
-            tooltip=[
-                "label:N",
-                alt.Tooltip("rel_depth:Q", format=".2f"),
-                alt.Tooltip("mean:Q", format=".4f"),
-                "unit:N",
-            ],
-        )
-        .properties(height=320)
+    chart = charts.scaled_lines(
+        one,
+        "scaled",
+        "scaled to this model's range (0 = min, 1 = max)",
+        "label",
+        "metric",
+        f"Every quality metric of {model}, each on its own range",
     )
     st.altair_chart(chart, width="stretch")
     st.markdown(

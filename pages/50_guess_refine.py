@@ -15,7 +15,9 @@ def buckets(models: list[str]) -> None:
     """Show (a) bucket shares of the lens top-1 token by relative depth."""
     st.subheader("What do early layers guess? Frequent tokens.")
     df = V.bucket_shares(models)
-    st.altair_chart(V.stacked_shares(df))
+    st.altair_chart(
+        charts.stacked_shares(df, [V.BUCKET_LABELS[b] for b in V.BUCKETS]), width="content"
+    )
     st.markdown(
         "**What to notice.** Gupta et al. (with well-trained tuned lenses on 7B models) find the "
         "top token of early layers is most often one of the most frequent tokens (a statistical "
@@ -62,7 +64,13 @@ def earliest(models: list[str]) -> None:
     )
     st.markdown("**By how frequent the predicted token is** (WikiText prefixes)")
     st.altair_chart(
-        V.k_curves(df, "frequency of the prediction", "predicted token"), width="stretch"
+        charts.k_curves(
+            df,
+            "frequency of the prediction",
+            "predicted token",
+            "By how frequent the prediction is",
+        ),
+        width="stretch",
     )
     facts = V.earliest_curves([model], "facts", metric)
     if facts.empty:
@@ -70,7 +78,10 @@ def earliest(models: list[str]) -> None:
     if not facts.empty:
         facts["answer token"] = facts["group"].map(V.FACT_GROUPS)
         st.markdown("**Multi-token answers, by token index** (facts the model gets right)")
-        st.altair_chart(V.k_curves(facts, "answer token", "answer token"), width="stretch")
+        st.altair_chart(
+            charts.k_curves(facts, "answer token", "answer token", "By answer token"),
+            width="stretch",
+        )
     st.markdown(
         "**What to notice.** Lower curves mean the model's prediction enters the top k earlier. "
         "Frequent predictions (often function words) get there first; for multi-token answers the "

@@ -5,7 +5,6 @@ Lenses are instruments: where do the logit lens and the tuned lens read a layer 
 
 import json
 
-import altair as alt
 import streamlit as st
 
 from app import charts, data, live, ui
@@ -14,9 +13,14 @@ from app import lens_compare_views as V
 METHOD = V.TL
 DOMAINS = {"top1_prob": (0.0, 1.0), "kl_to_final": (0.0, 10.0), "entropy": (0.0, 10.0)}
 TITLES = {
-    "top1_prob": "top-1 prob",
-    "kl_to_final": "KL to final (nats)",
-    "entropy": "entropy (nats)",
+    "top1_prob": "probability of the top-1 token",
+    "kl_to_final": "KL to the final output (nats)",
+    "entropy": "entropy of the lens (nats)",
+}
+METRIC_LABELS = {
+    "kl_to_final": "distance to the final output (KL)",
+    "ce_next_token": "next-token loss",
+    "entropy": "uncertainty (entropy)",
 }
 
 
@@ -33,6 +37,7 @@ def average() -> None:
             "Metric",
             ["kl_to_final", "ce_next_token", "entropy"],
             default="kl_to_final",
+            format_func=METRIC_LABELS.get,
             key="tl_metric",
             bind="query-params",
         )
@@ -116,24 +121,25 @@ def live_panel() -> None:
         col.markdown(f"**{V.LENS_LABELS[lens]}**")
         one = df[df["lens"] == lens]
         col.altair_chart(
-            V.disagreement_heatmap(
-                one, value, TITLES[value], DOMAINS[value], reverse=value != "top1_prob"
+            charts.token_heatmap(
+                one,
+                value,
+                TITLES[value],
+                DOMAINS[value],
+                reverse=value != "top1_prob",
+                title=V.LENS_LABELS[lens],
+                outline="disagree",
+                outline_label="the two lenses pick different top-1 tokens",
             ),
             width="stretch",
         )
     st.altair_chart(
-        alt.Chart(by_layer)
-        .mark_bar(color=charts.OKABE_ITO[5])
-        .encode(
-            y=alt.Y("layer:O", sort="descending", title="residual state (0 = embeddings)"),
-            x=alt.X(
-                "share_disagree:Q",
-                title="positions where the lenses disagree (fraction)",
-                scale=alt.Scale(domain=[0, 1]),
-            ),
-            tooltip=["layer", alt.Tooltip("share_disagree:Q", format=".2f")],
-        )
-        .properties(height=260),
+        charts.layer_bars(
+            by_layer,
+            "share_disagree",
+            "positions where the lenses disagree (fraction)",
+            "Where the two lenses disagree, layer by layer",
+        ),
         width="stretch",
     )
     st.markdown(
