@@ -1,0 +1,107 @@
+"""Generated notebooks run headless (nbclient) on the embedded results and draw their chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from app import notebooks
+from app.config import AppConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "data" / "results"
+
+
+def _frames() -> dict[str, tuple[pd.DataFrame, notebooks.ChartSpec, str]]:
+    """The rows of five precomputed page charts, as the pages query them."""
+    from app.facts_views import group_curves
+    from app.flow_views import knockout_curves
+    from app.lens_views import curve_frame
+    from app.representation_views import id_curves
+    from app.robustness_views import depth_frame
+
+    spec = notebooks.ChartSpec
+    return {
+        "logit_lens": (
+            curve_frame("kl_to_final", ["smollm2-135m", "gemma3-270m"]),
+            spec("KL (nats)", "Logit lens", y_scale="symlog"),
+            "logit_lens",
+        ),
+        "delete_swap": (
+            depth_frame("kl"),
+            spec("KL (nats)", "Delete or swap", dash="intervention"),
+            "layer_ablation",
+        ),
+        "causal_tracing": (
+            group_curves("mlp", "facts", ["last_subject", "last"]),
+            spec("indirect effect", "Where are facts stored?", dash="token group"),
+            "causal_tracing",
+        ),
+        "knockout": (
+            knockout_curves("facts", "W9"),
+            spec("relative change (%)", "When is the fact moved?", dash="edges"),
+            "attention_knockout",
+        ),
+        "intrinsic_dimension": (
+            id_curves("twonn", "mean", "wikitext", "1/1"),
+            spec("intrinsic dimension", "Intrinsic dimension"),
+            "intrinsic_dimension",
+        ),
+    }
+
+
+def test_notebooks_execute_and_draw_their_chart():
+    from nbclient import NotebookClient
+
+    cfg = AppConfig.from_env({"STAGESCOPE_RESULTS_DIR": str(RESULTS)})
+    for name, (df, spec, method) in _frames().items():
+        assert not df.empty, name
+        nb = notebooks.build(df, spec, method, cfg=cfg)
+        nbformat.validate(nb)
+        # the notebook's own rows must be the page's rows
+        nb.cells.append(
+            nbformat.v4.new_code_cell(
+                f"assert len(df) == {len(df)}\n"
+                f"assert abs(df['mean'].sum() - {float(df['mean'].sum())!r}) < 1e-6\n"
+                f"assert len(full) >= len(df)"
+            )
+        )
+        NotebookClient(nb, timeout=120, kernel_name="python3").execute()  # raises on any error
+        chart_out = nb.cells[3].outputs
+        assert any(
+            any("vegalite" in mime or mime == "text/html" for mime in out.get("data", {}))
+            for out in chart_out
+        ), (name, chart_out)
+        printed = "".join(o.get("text", "") for o in nb.cells[5].outputs)
+        assert f"rows of {method} in metrics_agg" in printed, (name, printed)
+
+
+def test_hub_notebook_pins_the_revision():
+    df = pd.DataFrame(
+        {"rel_depth": [0.0, 1.0], "mean": [1.0, 2.0], "ci_lo": [0.5, 1.5], "ci_hi": [1.5, 2.5]}
+    ).assign(model="m")
+    cfg = AppConfig.from_env(
+        {"STAGESCOPE_HF_REPO": "org/stagescope-results", "STAGESCOPE_HF_REVISION": "abc123"}
+    )
+    nb = notebooks.build(df, notebooks.ChartSpec("y"), "logit_lens", cfg=cfg)
+    source = nb.cells[5].source
+    assert "hf_hub_download" in source and "'abc123'" in source
+    assert "org/stagescope-results@abc123" in nb.cells[0].source
+
+
+def test_bad_rows_are_refused():
+    with pytest.raises(ValueError, match="lack"):
+        notebooks.build(pd.DataFrame({"x": [1]}), notebooks.ChartSpec("y"), "m")
+
+
+def test_live_results_carry_model_and_prompt():
+    df = pd.DataFrame({"layer": [0, 1], "value": [0.1, 0.2]})
+    out = notebooks.with_inputs(df, "smollm2-135m", "The Eiffel Tower is in")
+    assert list(out.columns[:2]) == ["model", "prompt"]
+    assert set(out["model"]) == {"smollm2-135m"} and set(out["prompt"]) == {
+        "The Eiffel Tower is in"
+    }
+    assert notebooks.with_inputs(out, "other", "x")["model"].tolist() == ["smollm2-135m"] * 2
