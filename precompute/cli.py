@@ -166,7 +166,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if fn is None:
         known = sorted({*legacy, *all_benches()})
         raise ValueError(f"Unknown benchmark {args.name!r}; known: {', '.join(known)}")
-    figures = fn(args.model, args)
+    # Libraries print progress to stdout ("Moving model to device"); keep stdout for the figures.
+    with contextlib.redirect_stdout(sys.stderr):
+        figures = fn(args.model, args)
     if args.json:
         sys.stdout.write(json.dumps(figures) + "\n")
     else:
@@ -246,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="smollm2-135m")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--data-dir", type=Path, default=None)
+    sp.add_argument("--n", type=int, default=None, help="items, for benchmarks that take a size")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_bench)
 
