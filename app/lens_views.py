@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, glossary, live
+from app import charts, data, glossary, live, url_state
 
 #: metric: (label, unit, what the curve means). What the data show is computed on the page
 #: (``app.claims_views.lens_finding``), never written here.
@@ -146,22 +146,18 @@ def inspect_cell(df: pd.DataFrame, model: str, pid: str) -> None:
     n_states = int(df["layer"].max())
     positions = df.drop_duplicates("position").sort_values("position")
     labels = dict(zip(positions["position"], positions["input_token"]))
-    if st.session_state.get("layer", 0) > n_states:  # a URL from a deeper model
-        st.session_state["layer"] = n_states
-    if st.session_state.get("position") not in labels:
-        st.session_state.pop("position", None)
+    # The URL picks the cell: read and checked here (clamped, reported), written back below.
+    layer0 = url_state.read_int("layer", 0, n_states, n_states // 2, "layer")
+    pos0 = url_state.read_choice("position", list(labels), max(labels), "position", cast=int)
     c1, c2 = st.columns(2)
-    layer = c1.slider(
-        "Layer (residual state)", 0, n_states, n_states // 2, key="layer", bind="query-params"
-    )
+    layer = c1.slider("Layer (residual state)", 0, n_states, layer0)
     pos = c2.selectbox(
         "Position",
         list(labels),
-        index=len(labels) - 1,
-        key="position",
+        index=list(labels).index(pos0),
         format_func=lambda p: f"{p}: {charts.show_token(labels[p])}",
-        bind="query-params",
     )
+    url_state.write(layer=layer, position=pos)
     top = topk_cell(model, pid, layer, pos)
     top["token"] = top["token"].map(charts.show_token)
     st.dataframe(
