@@ -266,3 +266,61 @@ def show(key: str, chart, df: pd.DataFrame, where=None) -> None:
     """
     if ask_first(key, df):
         (where or st).altair_chart(draw(key, chart), width="stretch")
+
+
+def _default_frame(key: str) -> pd.DataFrame:
+    """The rows a question's page shows in its default state (the teacher's answer key)."""
+    from app import data
+
+    if key == "lens_answer":
+        from app.lens_views import curve_frame
+
+        return curve_frame("kl_to_final", data.models_for("logit_lens"))
+    if key == "delete_hurts":
+        from app.robustness_views import depth_frame
+
+        return depth_frame("kl")
+    if key == "fact_site":
+        from app.facts_views import group_curves
+
+        return group_curves("mlp", "facts", ["last_subject"])
+    if key == "fact_moved":
+        from app.flow_views import knockout_curves, windows
+
+        found = windows("facts")
+        return knockout_curves("facts", found[0]) if found else pd.DataFrame()
+    from app.representation_views import id_curves
+
+    return id_curves("twonn", "mean", "wikitext", "1/1")
+
+
+def default_answer(key: str) -> pd.DataFrame:
+    """Per model, the answer to a question on its page's default view (empty if no data)."""
+    try:
+        df = _default_frame(key)
+        return QUESTIONS[key].truth(df) if not df.empty else pd.DataFrame(columns=["model"])
+    except Exception:  # results without that method: the histogram shows without an answer
+        return pd.DataFrame(columns=["model", "value"])
+
+
+def class_chart(key: str, values: list[float], bins: int = 10) -> alt.LayerChart:
+    """The class's guesses as a histogram, with each model's answer as a labelled rule."""
+    q = QUESTIONS[key]
+    hist = pd.DataFrame(poll.histogram(values, q.lo, q.hi, bins))
+    bars = (
+        alt.Chart(hist)
+        .mark_bar(color="#56B4E9")
+        .encode(
+            x=alt.X("start:Q", bin="binned", title=f"guess ({q.unit})"),
+            x2="end:Q",
+            y=alt.Y("count:Q", title="students", axis=alt.Axis(tickMinStep=1)),
+            tooltip=["start:Q", "end:Q", "count:Q"],
+        )
+    )
+    truth = default_answer(key)
+    rules = (
+        alt.Chart(truth)
+        .mark_rule(size=3, strokeDash=[4, 2])
+        .encode(x="value:Q", color=alt.Color("model:N", title="answer in the data"))
+    )
+    return alt.layer(bars, rules).properties(height=260, title=q.text)

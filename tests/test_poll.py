@@ -131,3 +131,45 @@ def test_bad_answers_refused(db, value):
 def test_qr_code_is_a_png():
     png = poll.qr_png("http://localhost:8501/classroom?join=ABC234")
     assert png is not None and png.startswith(b"\x89PNG")
+
+
+def test_classroom_page_teacher_and_student(monkeypatch, tmp_path):
+    """The page's teacher view shows the class's guesses; a student joins by the QR link."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("STAGESCOPE_POLL_DB", str(tmp_path / "poll.sqlite"))
+    router = str(Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
+    teacher = AppTest.from_file(router, default_timeout=120).run()
+    teacher.switch_page("../pages/60_classroom.py").run()
+    assert not teacher.exception, [e.value for e in teacher.exception]
+    teacher.button(key="cls_open").click().run()
+    cls = teacher.session_state["teacher_class"]
+    assert len(teacher.get("image")) == 1  # the QR code of the join link
+    assert any("No guesses yet" in i.value for i in teacher.info)
+
+    student = AppTest.from_file(router, default_timeout=120).run()
+    student.query_params["join"] = cls.code.lower()  # as the QR link opens it
+    student.switch_page("../pages/60_classroom.py").run()
+    assert not student.exception, [e.value for e in student.exception]
+    assert student.session_state["class_code"] == cls.code
+    token = student.session_state["student_token"]
+
+    p = poll.Poll(poll.engine_from_env())
+    p.submit(cls.code, token, "delete_hurts", 0.1)
+    for v in (0.5, 0.55, 0.9):
+        p.submit(cls.code, poll.new_token(), "delete_hurts", v)
+    teacher.run()
+    assert not teacher.exception
+    charts = teacher.get("vega_lite_chart")
+    from app.predict import QUESTIONS
+
+    assert len(charts) == 1 and QUESTIONS["delete_hurts"].text[:40] in charts[0].proto.spec
+    assert any("4 student(s) answered" in c.value for c in teacher.caption)
+
+    wrong = AppTest.from_file(router, default_timeout=120).run()
+    wrong.switch_page("../pages/60_classroom.py").run()
+    wrong.text_input(key="join").set_value("NOPE22").run()
+    assert "class_code" not in wrong.session_state
+    assert any("No open class" in w.value for w in wrong.warning)
