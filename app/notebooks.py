@@ -152,12 +152,14 @@ def button(
     dash: str | None = None,
     table: str = "metrics_agg",
     key: str | None = None,
+    y_scale: str = "linear",
 ) -> None:
     """The "open in a notebook" download button of a precomputed depth chart."""
     if df.empty:
         return
     try:
-        nb = build(df, ChartSpec(y_title, title or name, dash=dash), method, table)
+        spec = ChartSpec(y_title, title or name, dash=dash, y_scale=y_scale)
+        nb = build(df, spec, method, table)
     except ValueError:  # a chart without an interval band: no notebook rather than a crash
         return
     st.download_button(
