@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, data, live, predict, ui
+from app import live_panel as panel
 from app.claims_views import lens_finding
 from app.lens_views import (
     DEFINITIONS,
@@ -107,15 +108,13 @@ def live_panel() -> None:
     ui.badge("live")
     cfg = live.config()
     model = live.model_picker()
-    prompt = st.text_area(
+    prompt = panel.prompt_box(
         "Prompt",
         value="The Eiffel Tower is located in the city of",
         key="live_prompt",
-        max_chars=cfg.max_prompt_chars,
-        bind="query-params",
     )
     value = st.selectbox("Colour", list(HEAT), format_func=HEAT_LABELS.get, key="live_value")
-    df = ui.live_run(
+    df = panel.run(
         "Run the lens",
         "live_lens_df",
         lambda: live_lens_frame(model, live.check_prompt(prompt), cfg.max_live_tokens),

@@ -6,6 +6,7 @@ Detokenization: attention locality, the attention/MLP norm ratio and input repet
 import streamlit as st
 
 from app import charts, live, ui
+from app import live_panel as panel
 from app.claims_views import lens_finding, locality_finding, ratio_finding
 from app.stages_views import (
     EARLY_METHOD,
@@ -89,17 +90,15 @@ def live_panel() -> None:
     ui.badge("live")
     cfg = live.config()
     model = live.model_picker()
-    prompt = st.text_area(
+    prompt = panel.prompt_box(
         "Prompt",
         value="The Eiffel Tower is located in the city of Paris, which is the capital of France.",
         key="early_prompt",
-        max_chars=cfg.max_prompt_chars,
-        bind="query-params",
     )
     c1, c2 = st.columns(2)
     layer = c1.number_input("Layer (block, 0 = first)", 0, key="early_layer", bind="query-params")
     head = c2.number_input("Head", 0, key="early_head", bind="query-params")
-    res = ui.live_run(
+    res = panel.run(
         "Show the attention pattern",
         "early_live",
         lambda: live_pattern_frame(

@@ -6,6 +6,7 @@ How robust is a language model to losing one of its layers, or to running two of
 import streamlit as st
 
 from app import charts, live, predict, ui
+from app import live_panel as panel
 from app.robustness_views import (
     ACTIONS,
     DEFINITIONS,
@@ -82,12 +83,10 @@ def live_panel() -> None:
     ui.badge("live")
     cfg = live.config()
     model = live.model_picker(key="ds_model")
-    prompt = st.text_area(
+    prompt = panel.prompt_box(
         "Prompt",
         value="The Eiffel Tower is located in the city of",
         key="ds_prompt",
-        max_chars=cfg.max_prompt_chars,
-        bind="query-params",
     )
     n = n_blocks(model)
     if int(st.session_state.get("ds_layer", 0)) > n - 1:  # e.g. a URL made for a deeper model
@@ -103,7 +102,7 @@ def live_panel() -> None:
         help=f"{model} has blocks 0..{n - 1}. A swap exchanges this block and the next one.",
     )
     action = c2.selectbox("Intervention", list(ACTIONS), key="ds_action", bind="query-params")
-    res = ui.live_run(
+    res = panel.run(
         "Run it",
         "ds_live",
         lambda: live_intervention(

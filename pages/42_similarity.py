@@ -7,6 +7,7 @@ model and across models at the same relative depth, and live on the student's ow
 import streamlit as st
 
 from app import charts, live, ui
+from app import live_panel as panel
 from app.representation_views import (
     DEFAULT_SENTENCES,
     LIVE_NORMS,
@@ -103,13 +104,11 @@ def live_panel() -> None:
     ui.badge("live")
     cfg = live.config()
     model = live.model_picker(key="rsa_live_model")
-    text = st.text_area(
+    text = panel.prompt_box(
         f"At least {MIN_LIVE_SENTENCES} sentences, one per line",
         value=DEFAULT_SENTENCES,
         key="rsa_live_text",
         height=190,
-        max_chars=cfg.max_prompt_chars,
-        bind="query-params",
     )
     norm = st.selectbox(
         "Normalisation",
@@ -118,15 +117,12 @@ def live_panel() -> None:
         key="rsa_live_norm",
         bind="query-params",
     )
-    if st.button("Compare the layers", type="primary", key="rsa_live_run"):
-        try:
-            with st.spinner("Running the model on each sentence ..."):
-                st.session_state["rsa_live"] = live_rsa_frames(
-                    model, text, cfg.max_live_tokens, norm
-                )
-        except live.PromptError as err:
-            st.warning(str(err))
-    res = st.session_state.get("rsa_live")
+    res = panel.run(
+        "Compare the layers",
+        "rsa_live",
+        lambda: live_rsa_frames(model, text, cfg.max_live_tokens, norm),
+        "Running the model on each sentence ...",
+    )
     if res is None:
         return
     st.caption(

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import charts, data, live, ui
 from app import lens_compare_views as V
+from app import live_panel as panel
 
 METHOD = V.TL
 DOMAINS = {"top1_prob": (0.0, 1.0), "kl_to_final": (0.0, 10.0), "entropy": (0.0, 10.0)}
@@ -75,28 +76,23 @@ def live_panel() -> None:
     ui.badge("live")
     cfg = live.config()
     model = live.model_picker(key="dis_model")
-    prompt = st.text_area(
+    prompt = panel.prompt_box(
         "Prompt",
         value="The Eiffel Tower is located in the city of",
         key="dis_prompt",
-        max_chars=cfg.max_prompt_chars,
-        bind="query-params",
     )
     value = st.selectbox(
         "Colour", list(DOMAINS), format_func=TITLES.get, key="dis_value", bind="query-params"
     )
-    if st.button("Run both lenses", type="primary"):
-        try:
-            text = live.check_prompt(prompt)
-            with st.spinner("Running the model and both lenses ..."):
-                st.session_state["dis_result"] = {
-                    "model": model,
-                    **V.live_compare(model, text, min(cfg.max_live_tokens, 48)),
-                }
-        except live.PromptError as err:
-            st.warning(str(err))
-            return
-    res = st.session_state.get("dis_result")
+    res = panel.run(
+        "Run both lenses",
+        "dis_result",
+        lambda: {
+            "model": model,
+            **V.live_compare(model, live.check_prompt(prompt), min(cfg.max_live_tokens, 48)),
+        },
+        "Running the model and both lenses ...",
+    )
     if res is None:
         return
     if "missing" in res:
