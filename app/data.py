@@ -40,21 +40,42 @@ class Source:
     notice: str = ""  # shown on every page when set (e.g. "Hub unreachable, using embedded")
 
 
+#: Results folders are data, never code: a view in a downloaded DuckDB file must not read local
+#: files (``read_text('/proc/self/environ')``), load extensions or change these settings.
+SAFE_DUCKDB = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
 def _open(path: Path) -> duckdb.DuckDBPyConnection:
     db = path / DB_NAME
     if db.exists():
         try:
-            return duckdb.connect(str(db), read_only=True)
+            return duckdb.connect(str(db), read_only=True, config=SAFE_DUCKDB)
         except duckdb.Error as err:
             log.warning("Cannot open %s (%s); falling back to the parquet tables", db, err)
     tables = path / "tables"
     if not (tables / "metrics.parquet").exists():
         raise ResultsUnavailable(f"No results in {path}: expected {DB_NAME} or tables/*.parquet.")
-    con = duckdb.connect(":memory:")
+    import pyarrow.parquet as pq
+
+    con = duckdb.connect(":memory:", config=SAFE_DUCKDB)
     for name in ALL_TABLES:
         f = tables / f"{name}.parquet"
-        if f.exists():
-            con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{f.as_posix()}')")
+        if not f.exists():
+            continue
+        try:  # read by pyarrow: the connection itself never touches the file system
+            table = pq.read_table(f)
+        except Exception as err:  # corrupt or truncated file
+            raise ResultsUnavailable(
+                f"{f} is not a readable parquet file ({type(err).__name__}); rebuild the results."
+            ) from err
+        con.register("_incoming", table)
+        con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _incoming')  # name from the schema
+        con.unregister("_incoming")
     return con
 
 

@@ -12,7 +12,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from app import claims_views, data
+from app import claims_views, data, live
 
 
 def page_header(title: str, question: str, citations: list[tuple[str, str]]) -> None:
@@ -160,7 +160,7 @@ def live_run(label: str, key: str, compute, spinner: str = "Running the model ..
     if st.button(label, type="primary", key=f"{key}_run"):
         try:
             with st.spinner(spinner):
-                st.session_state[key] = compute()
+                st.session_state[key] = live.run(compute)  # queue and time limit
         except ValueError as err:
             st.session_state.pop(key, None)  # no stale result under the warning
             st.warning(str(err))

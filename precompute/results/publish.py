@@ -197,12 +197,19 @@ def fetch(repo_id: str, revision: str, downloader: Any = None) -> Path:
     Returns:
         The local folder holding ``tables/``, the DuckDB file and the manifest.
     """
+    kw = {}
     if downloader is None:
         from huggingface_hub import snapshot_download as downloader
+
+        from precompute.model.catalog import hub_reachable
+
+        if not hub_reachable():  # the cached copy or a quick failure, never minutes of retries
+            kw["local_files_only"] = True
     path = downloader(
         repo_id=repo_id,
         repo_type="dataset",
         revision=revision,
         allow_patterns=PUBLISH_PATTERNS,
+        **kw,
     )
     return Path(path)
