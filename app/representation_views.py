@@ -213,7 +213,7 @@ def parse_sentences(text: str) -> list[str]:
         )
     if len(set(sents)) != len(sents):
         raise live.PromptError("Two lines are identical: every sentence must be different.")
-    return sents
+    return live.check_count(sents, "sentences")
 
 
 def live_rsa_frames(model_name: str, text: str, max_tokens: int, norm: str = "none") -> dict:
