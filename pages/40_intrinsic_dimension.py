@@ -6,7 +6,7 @@ representations, by relative depth, for every model.
 
 import streamlit as st
 
-from app import charts, data, predict, ui
+from app import charts, data, notebooks, predict, ui
 from app.representation_views import (
     ESTIMATORS,
     ID_METHOD,
@@ -60,6 +60,7 @@ def curves() -> None:
         "often has very few distinct points: many texts end in the same token."
     )
     ui.download(df, f"intrinsic_dimension_{estimator}_{pooling}_{dataset}")
+    notebooks.button(df, f"intrinsic_dimension_{estimator}", ID_METHOD, "intrinsic dimension")
     scale_panel(estimator, pooling, dataset)
 
 
