@@ -6,7 +6,7 @@ When does the model know the answer? Read each layer's residual stream as a pred
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, live, predict, ui
+from app import charts, data, live, notebooks, predict, ui
 from app import live_panel as panel
 from app.claims_views import lens_finding
 from app.lens_views import (
@@ -56,6 +56,7 @@ def curves() -> None:
     st.markdown(f"**What to look for.** {note}")
     ui.findings(lens_finding(metric, df))
     ui.download(df, f"logit_lens_{metric}")
+    notebooks.button(df, f"logit_lens_{metric}", METHOD, title, y_scale=scale)
     ui.provenance(METHOD, picked, PROVENANCE)
 
 
