@@ -5,7 +5,7 @@ How robust is a language model to losing one of its layers, or to running two of
 
 import streamlit as st
 
-from app import charts, live, predict, ui
+from app import charts, live, notebooks, predict, ui
 from app import live_panel as panel
 from app.robustness_views import (
     ACTIONS,
@@ -74,6 +74,7 @@ def precomputed() -> None:
     st.markdown("**First, middle and last blocks side by side:**")
     st.dataframe(edge_summary(df).round(3), hide_index=True, width="stretch")
     ui.download(df, f"delete_swap_{metric}")
+    notebooks.button(df, f"delete_swap_{metric}", METHODS[0], label, dash="intervention")
     ui.provenance(list(METHODS), picked, PROVENANCE)
 
 
