@@ -5,7 +5,7 @@ Causal tracing: corrupt the subject, restore one clean state at a time, watch th
 
 import streamlit as st
 
-from app import charts, data, live, predict, ui
+from app import charts, data, live, notebooks, predict, ui
 from app.facts_views import (
     DATASETS,
     GROUPS,
@@ -77,6 +77,7 @@ def curves() -> None:
     st.caption("Facts tried and answered correctly (only correct facts are traced):")
     st.dataframe(fact_summary(dataset), hide_index=True, width="stretch")
     ui.download(df, f"causal_tracing_{kind}_{dataset}")
+    notebooks.button(df, f"causal_tracing_{kind}", METHOD, "indirect effect", dash="token group")
     ui.provenance(
         METHOD,
         None,
