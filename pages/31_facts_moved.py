@@ -5,7 +5,7 @@ Attention knockout: cut the edges into the last token, a window of layers at a t
 
 import streamlit as st
 
-from app import data, live, predict, ui
+from app import data, live, notebooks, predict, ui
 from app.facts_views import prompt_words
 from app.flow_views import (
     DATASETS,
@@ -69,6 +69,7 @@ def knockout() -> None:
     st.caption("Facts tried, and answered correctly (only those are knocked out):")
     st.dataframe(fact_counts(METHOD, dataset), hide_index=True, width="stretch")
     ui.download(df, f"attention_knockout_{dataset}_{window}", key="dl-ko")
+    notebooks.button(df, f"knockout_{window}", METHOD, "change (%)", dash="edges", table="metrics")
     ui.provenance(
         METHOD,
         picked,
