@@ -109,3 +109,17 @@ def test_layer_out_of_range_and_short_prompt(tiny_models):
         attention_pattern(lm, lm.tokenize(PROMPT), lm.n_layers)
     with pytest.raises(ValueError, match="at least"):
         run_one(lm, "cat", AttentionLocalityConfig())
+
+
+def test_live_pattern_statistics_equal_the_stored_rows(tiny_models):
+    """The stage page's live panel reads one layer's pattern; its statistics equal process()."""
+    lm = tiny_models["tiny-neox"]
+    cfg = AttentionLocalityConfig(max_tokens=32)
+    ctx = RunContext(lm.name, "attention_locality", "wikitext")
+    stored = process(lm, [Item("p0", PROMPT)], cfg, ctx)["metrics"]
+    ids = lm.tokenize(PROMPT, max_tokens=cfg.max_tokens)
+    for layer in range(lm.n_layers):
+        live = locality_stats(attention_pattern(lm, ids, layer), cfg.top_k)
+        rows = stored[stored.layer == layer].set_index("metric")["value"]
+        for metric, value in live.items():
+            assert rows[metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (layer, metric)

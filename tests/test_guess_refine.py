@@ -10,6 +10,7 @@ import torch
 
 from precompute.lenses.tuned import TunedLens
 from precompute.methods import guess_refine as G
+from precompute.stats import ranks as R
 from precompute.types import Item, RunContext
 
 
@@ -18,7 +19,7 @@ def _frame(recs):
 
 
 def test_buckets_and_earliest():
-    assert [G.bucket_of(r) for r in (1, 10, 11, 100, 101, 1000, 1001, 10**6)] == [
+    assert [R.bucket_of(r) for r in (1, 10, 11, 100, 101, 1000, 1001, 10**6)] == [
         "top10",
         "top10",
         "top100",
@@ -28,8 +29,8 @@ def test_buckets_and_earliest():
         "rest",
         "rest",
     ]
-    assert G.earliest([False, True, False, True, True]) == (1, 3)
-    assert G.earliest([False, False]) == (2, 2)
+    assert R.earliest([False, True, False, True, True]) == (1, 3)
+    assert R.earliest([False, False]) == (2, 2)
 
 
 def test_frequency_ranks_count_the_corpus(tiny_models):
@@ -60,7 +61,7 @@ def test_flip_rate_zero_at_last_layer_and_shares_sum_to_one(tiny):
     ranks = torch.randint(1, 2000, (tiny.d_vocab,))
     recs = []
     for i, (logp, y) in enumerate(_real_prompts(tiny)):
-        recs += G.prompt_records(logp, y, ranks, tiny.n_layers, "all", prompt_id=f"p{i}")
+        recs += R.prompt_records(logp, y, ranks, tiny.n_layers, "all", prompt_id=f"p{i}")
     df = _frame(recs)
     flips = df[(df.metric == "flip_rate") & (df.grp == "all")].groupby("layer")["value"].mean()
     assert flips.loc[tiny.n_layers] == 0.0
@@ -78,8 +79,8 @@ def test_oracle_lens_gives_flat_curves(tiny):
     recs = []
     for i, (logp, y) in enumerate(_real_prompts(tiny)):
         oracle = logp[-1:].expand_as(logp)  # p_final at every layer
-        recs += G.prompt_records(oracle, y, ranks, tiny.n_layers, "all", prompt_id=f"p{i}")
-        recs += G.mcq_records(oracle, [1, 2, 3, 4], 0, 10, tiny.n_layers, prompt_id=f"p{i}")
+        recs += R.prompt_records(oracle, y, ranks, tiny.n_layers, "all", prompt_id=f"p{i}")
+        recs += R.mcq_records(oracle, [1, 2, 3, 4], 0, 10, tiny.n_layers, prompt_id=f"p{i}")
     df = _frame(recs)
     df["grp"] = df["grp"].fillna("")
     for metric in ("bucket_fraction", "flip_rate", "format_ok", "decision_final", "option_mass"):
@@ -103,7 +104,7 @@ def test_mcq_records_settle_and_decide():
     logp[2:, [1, 2, 3, 4]] = torch.tensor([1.0, 2.0, 0.5, 0.2])  # options enter the top 10 at 2
     logp[4, 1] = 3.0  # the final decision is option 0 ("A")
     logp = torch.log_softmax(logp, -1)
-    df = _frame(G.mcq_records(logp, [1, 2, 3, 4], 0, 4, 4)).set_index("metric")
+    df = _frame(R.mcq_records(logp, [1, 2, 3, 4], 0, 4, 4)).set_index("metric")
     assert df.loc["format_settled", "value"] == pytest.approx(2 / 4)
     assert df.loc["decision_settled", "value"] == pytest.approx(4 / 4)
     assert df.loc["model_correct", "value"] == 1.0

@@ -97,3 +97,26 @@ def test_real_models_lens_and_prediction(name):
     assert lm.tokenizer.decode([int(r.final_ids[-1])]) == " Paris"
     assert torch.all(r.kl >= 0) and r.kl[-1].abs().max() < 1e-4
     assert lm.provenance["quantization"].startswith("dequantised from GGUF")
+
+
+def test_live_panel_and_precompute_give_the_same_numbers(tiny_models):
+    """The lens page's live frame (run_one) and the stored rows (process) agree for one prompt."""
+    from precompute.methods.logit_lens import process
+    from precompute.types import Item, RunContext
+
+    lm = tiny_models["tiny-llama"]
+    cfg = LogitLensConfig(max_tokens=16)
+    live = run_one(lm, PROMPT, cfg)
+    item = [Item("p0", PROMPT)]
+    stored = process(lm, item, cfg, RunContext(lm.name, "logit_lens", "examples"))["metrics"]
+    cells = stored[stored["position"] >= 0]
+    for metric in ("kl_to_final", "entropy", "top1_prob"):
+        a = live[live.metric == metric].set_index(["layer", "position"])["value"].sort_index()
+        b = cells[cells.metric == metric].set_index(["layer", "position"])["value"].sort_index()
+        assert len(a) == len(b) > 0
+        assert (a - b).abs().max() == 0.0, metric
+    docs = process(lm, item, cfg, RunContext(lm.name, "logit_lens", "wikitext"))["metrics"]
+    doc_kl = docs[docs.metric == "kl_to_final"].set_index("layer")["value"]
+    live_kl = live[(live.metric == "kl_to_final") & (live.position >= 1)]
+    mean_kl = live_kl.groupby("layer")["value"].mean()
+    assert (doc_kl - mean_kl).abs().max() < 1e-6

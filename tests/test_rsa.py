@@ -159,3 +159,22 @@ def test_run_one_lines(lm):
     df = rsa.run_one(lm, "\n".join(SENTENCES[:6]), RSAConfig())
     assert len(df) == (lm.n_layers + 1) ** 2
     assert df["n_stimuli"].eq(6).all()
+
+
+def test_live_rsa_and_precompute_give_the_same_similarity():
+    """The RSA page's live panel (live_rsa) and the stored similarity (process) agree."""
+    lm = load_model("tiny-gpt2")
+    sents = [
+        "The cat sat on the mat.",
+        "A dog slept by the door.",
+        "Paris is the capital of France.",
+        "Water boils at one hundred degrees.",
+        "The train left the station early.",
+        "She wrote a letter to her friend.",
+    ]
+    cfg = RSAConfig(max_tokens=16)
+    live = rsa.live_rsa(lm, sents, cfg)
+    items = [Item(f"s{i:02d}", s) for i, s in enumerate(sents)]
+    out = rsa.process(lm, items, cfg, RunContext(lm.name, "rsa", "t"))
+    stored = out["similarity"].pivot(index="layer_a", columns="layer_b", values="value")
+    np.testing.assert_allclose(stored.to_numpy(), live.similarity, rtol=0, atol=1e-12)

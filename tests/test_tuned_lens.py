@@ -131,6 +131,14 @@ def test_training_beats_logit_lens_on_held_out_text(tiny_models, tmp_path):
     meta = json.loads((tmp_path / "lenses" / lm.name / TL.CONFIG_FILE).read_text())
     assert meta["model"] == lm.name and meta["training"]["budget"] == "cpu"
     assert meta["training"]["steps_done"] == 10
+    # The compare page's live frame (compare_frame) gives the stored numbers for the same text.
+    lens = TL.find_lens(lm, tmp_path / "lenses")
+    stored = df[df.metric == "kl_to_final"].set_index(["prompt_id", "variant", "layer"])["value"]
+    for item in items[20:]:
+        live = T.compare_frame(lm, lens, item.text, cfg.eval_max_tokens)
+        live = live[live.position >= 1].groupby(["lens", "layer"])["kl_to_final"].mean()
+        for (variant, layer), value in live.items():
+            assert stored[(item.prompt_id, variant, layer)] == pytest.approx(value, abs=1e-6)
 
 
 def test_lens_for_another_model_is_refused(tiny_models, tmp_path):
