@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+RAY_STAMP := $(VENV)/.ray-$(shell cat requirements-ray.txt | sha1sum | cut -c1-12)
 export PYTHONPATH := $(CURDIR)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
@@ -19,13 +20,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 setup: $(STAMP)
 
+# Ray (campaigns on a cluster) is optional: `make test` installs it, `make run` does not.
+$(RAY_STAMP): requirements-ray.txt $(STAMP)
+	$(BIN)/pip install -q -r requirements-ray.txt
+	rm -f $(VENV)/.ray-*
+	touch $(RAY_STAMP)
+
 run: setup
 	$(BIN)/streamlit run app/streamlit_app.py
 
 browser-deps:
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will skip"; }
 
-test: setup browser-deps
+test: setup $(RAY_STAMP) browser-deps
 	$(BIN)/python -m pytest -q
 
 lint: setup
