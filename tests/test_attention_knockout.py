@@ -188,3 +188,21 @@ def test_smollm2_mask_equals_score_hook():
     b = knockout_fact(lm, PROMPT, SUBJECT, window=9, impl="mask")
     for g in BLOCK_SETS:
         assert a.p_new[g] == pytest.approx(b.p_new[g], abs=1e-5)
+
+
+def test_live_panel_equals_precompute_table(tiny_models, monkeypatch):
+    """Page 31's live knockout and the precomputed table give the same numbers for one fact."""
+    from app import flow_views, live
+
+    lm = tiny_models["tiny-gpt2"]
+    monkeypatch.setattr(live, "get_model", lambda name: lm)
+    items = _items(lm, True)[:1]
+    ctx = RunContext(lm.name, "attention_knockout", "facts", "run")
+    table = schema.conform("metrics", process(lm, items, KnockoutConfig(window=3), ctx)["metrics"])
+    rel = table[table["metric"] == "relative_diff_pct"]
+    stored = rel.set_index(["grp", "layer"])["value"].sort_index()
+    start = PROMPT.index(SUBJECT)
+    shown = flow_views.live_knockout(lm.name, PROMPT, (start, start + len(SUBJECT)), 3)
+    shown = shown.set_index(["grp", "layer"])["mean"].sort_index()
+    assert len(stored) == len(shown) == len(BLOCK_SETS) * lm.n_layers
+    assert (stored - shown).abs().max() == 0.0

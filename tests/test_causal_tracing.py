@@ -194,3 +194,27 @@ def test_measured_sigma_does_not_deadlock_on_the_model_lock():
     cfg = CausalTracingConfig(samples=2, window=2, kinds="hidden", token_range="subject_last")
     r = trace(lm, "The capital of France is the city of", "France", cfg)
     assert r.sigma > 0 and not lm.lock.locked()
+
+
+def test_live_panel_equals_precompute_table(tiny_models, monkeypatch):
+    """Page 30's live trace and the precomputed table give the same numbers for one fact."""
+    from app import facts_views, live
+    from precompute.model.replay import top_token
+
+    lm = tiny_models["tiny-llama"]
+    monkeypatch.setattr(live, "get_model", lambda name: lm)
+    fact = subject_tokens(lm, PROMPT, SUBJECT)
+    answer = lm.tokenizer.decode([top_token(lm, fact.ids)[0]]).strip()
+    assert answer, "the tiny model's top token should not be blank for this prompt"
+    item = Item("f-1", PROMPT, {"subject": SUBJECT, "answer": answer})
+    ctx = RunContext(model=lm.name, method="causal_tracing", dataset="facts")
+    table = conform(
+        "metrics", process(lm, [item], CausalTracingConfig(kinds="hidden"), ctx)["metrics"]
+    )
+    cells = table[(table["metric"] == "p_restored") & (table["position"] >= 0)]
+    stored = cells.set_index(["position", "layer"])["value"].sort_index()
+    span = (PROMPT.index(SUBJECT), PROMPT.index(SUBJECT) + len(SUBJECT))
+    live_rows = facts_views.live_trace(lm.name, PROMPT, span, ["hidden"], None)
+    shown = live_rows.set_index(["position", "layer"])["p_restored"].sort_index()
+    assert len(stored) == len(shown) == fact.n_tokens * lm.n_layers
+    assert (stored - shown).abs().max() == 0.0

@@ -164,3 +164,30 @@ def test_bench_reports_its_figures(wikitext_dir, monkeypatch):
     assert out["max_abs_diff"] <= 1e-4
     assert out["reference_seconds"] > 0 and out["fast_seconds"] > 0
     assert out["speedup"] > 0 and out["fraction_of_peak"] > 0
+
+
+@pytest.mark.parametrize(
+    ("action", "method", "variant"),
+    [
+        ("delete block", "layer_ablation", "block"),
+        ("delete MLP only", "layer_ablation", "mlp"),
+        ("swap with next block", "layer_swap", "adjacent"),
+    ],
+)
+def test_live_panel_equals_precompute_table(action, method, variant, tiny_models, monkeypatch):
+    """Page 21's live intervention and the precomputed table give the same numbers."""
+    from app import live, robustness_views
+    from precompute.methods import get_method
+    from precompute.types import Item
+
+    lm = tiny_models["tiny-neox"]
+    monkeypatch.setattr(live, "get_model", lambda name: lm)
+    m = get_method(method)
+    cfg = m.config_cls(max_tokens=16)
+    ctx = RunContext(model=lm.name, method=method, dataset="wikitext")
+    table = conform("metrics", m.process(lm, [Item("d-1", PROMPT)], cfg, ctx)["metrics"])
+    table = table[table["variant"] == variant].set_index(["metric", "layer"])["value"]
+    for layer in range(lm.n_layers - (method == "layer_swap")):
+        res = robustness_views.live_intervention(lm.name, PROMPT, action, layer, max_tokens=16)
+        assert res["kl_mean"] == table["kl", layer]
+        assert res["top1_same"] == table["top1_same", layer]
