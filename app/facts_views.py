@@ -1,26 +1,23 @@
-"""Data shaping for "Where are facts stored?" (causal tracing): queries, live frames, heatmaps.
+"""Data shaping for "Where are facts stored?" (causal tracing): queries and live frames.
 
-The heatmap builder is a pure function (DataFrame in, Altair chart out) kept here because its
-axes differ from ``charts.token_heatmap``: layers are blocks (not residual states) and the subject
-tokens are marked.
+The heatmaps are drawn by ``charts.trace_heatmaps``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 
-import altair as alt
 import pandas as pd
+import streamlit as st
 
-from app import data, live
+from app import charts, data, live
 
 METHOD = "causal_tracing"
 KINDS = {
     # kind: (label, colour scheme as in ROME's figures)
     "hidden": ("single hidden state (block output)", "purples"),
-    "mlp": ("MLP outputs, window of 10 layers", "greens"),
-    "attn": ("attention outputs, window of 10 layers", "reds"),
+    "mlp": ("MLP outputs, window of W layers", "greens"),
+    "attn": ("attention outputs, window of W layers", "reds"),
 }
 GROUPS = {
     "first_subject": "first subject token",
@@ -31,6 +28,18 @@ GROUPS = {
     "last": "last token",
 }
 DATASETS = {"facts": "team facts", "known_1000": "known_1000 (ROME)"}
+
+INTRO = (
+    "Causal tracing adds noise to the subject's embeddings so the model forgets the answer, "
+    "then copies back one clean internal state at a time. Where the copy restores the "
+    "answer's probability, that state carries the fact."
+)
+SITES_NOTE = (
+    "**What to look for.** ROME found two sites: MLPs in the early-middle layers at the *last "
+    "subject token* (the fact is looked up there), and attention in later layers at the *last "
+    "token* (the fact is moved to where the answer is predicted). The Evolution of LLM Stages "
+    "project reports the site at about the same *relative* depth in every model size."
+)
 
 
 def datasets() -> list[str]:
@@ -109,75 +118,122 @@ def fact_cells(model: str, dataset: str, prompt_id: str) -> tuple[pd.DataFrame, 
     return cells, info
 
 
-def trace_heatmap(df: pd.DataFrame, kind: str, domain: tuple[float, float]) -> alt.Chart:
-    """ROME-style heatmap: token rows (subject marked with *), block columns, colour p_restored.
-
-    Args:
-        df: Rows with ``position, input_token, subject, layer, p_restored`` of one kind.
-        kind: ``hidden``, ``mlp`` or ``attn`` (picks the title and colour scheme).
-        domain: Fixed colour domain, shared by the three kinds of one fact (from p_corrupt up).
-    """
-    df = df.copy()
-    star = df["subject"].map({True: " *", False: ""})
-    df["token"] = df["position"].astype(str) + ": " + df["input_token"].astype(str) + star
-    order = df.drop_duplicates("position").sort_values("position")["token"].tolist()
-    label, scheme = KINDS[kind]
-    return (
-        alt.Chart(df, title=f"Restoring the {label}")
-        .mark_rect()
-        .encode(
-            x=alt.X("layer:O", title="block (layer) restored"),
-            y=alt.Y("token:N", sort=order, title="position: token (* = subject)"),
-            color=alt.Color(
-                "p_restored:Q",
-                scale=alt.Scale(scheme=scheme, domain=list(domain), clamp=True),
-                title="p(answer) restored",
-            ),
-            tooltip=[
-                "token:N",
-                "layer:O",
-                alt.Tooltip("rel_depth:Q", format=".2f"),
-                alt.Tooltip("p_restored:Q", format=".4f"),
-            ],
-        )
-        .properties(height=max(16 * df["position"].nunique(), 160))
-    )
-
-
 def heatmap_domain(df: pd.DataFrame, p_corrupt: float, p_clean: float) -> tuple[float, float]:
     """Colour domain for one fact: from p_corrupt (floor, as ROME) to the largest probability."""
     top = max(float(df["p_restored"].max()) if len(df) else 0.0, p_clean)
     return (p_corrupt, max(top, p_corrupt + 1e-6))
 
 
-def prompt_words(prompt: str) -> list[tuple[str, int, int]]:
-    """Split the prompt into words with their character spans (for selecting the subject)."""
-    return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", prompt)]
+def trace_settings(dataset: str) -> dict[str, dict]:
+    """Per model, the noise samples ``S``, window ``W`` and fact count of the stored runs."""
+    runs = data.query(
+        "SELECT model, config_json, n_items FROM runs WHERE method = ? AND dataset = ?",
+        [METHOD, dataset],
+    )
+    out = {}
+    for r in runs.itertuples():
+        cfg = json.loads(r.config_json)
+        out[r.model] = {
+            "S": cfg.get("samples", cfg.get("n_samples", "?")),
+            "W": cfg.get("window", "?"),
+            "tokens": cfg.get("token_range", "all"),
+        }
+    return out
 
 
-def subject_from_words(prompt: str, picked: list[int]) -> str:
-    """Return the prompt text from the first to the last picked word (the subject is contiguous)."""
-    words = prompt_words(prompt)
-    picked = sorted(i for i in picked if 0 <= i < len(words))
-    if not picked:
-        return ""
-    text = prompt[words[picked[0]][1] : words[picked[-1]][2]]
-    return text.strip(" ,.;:!?\"'")
+def _settings_text(dataset: str) -> str:
+    sets = trace_settings(dataset)
+    return "; ".join(f"{m}: S = {v['S']}, W = {v['W']}" for m, v in sorted(sets.items()))
 
 
-def live_trace(model_name: str, prompt: str, subject: str, kinds: list[str], progress):
+def provenance_note(dataset: str) -> str:
+    """How the stored traces were computed, with each run's S and W read from its config."""
+    return (
+        "Noise: 3 × the standard deviation of the embedding output over the subject tokens of "
+        "the team's facts (measured where it is added), S samples drawn once per fact and reused "
+        "for every restoration; MLP and attention restored in windows of W layers. Indirect "
+        "effect = p_restored − p_corrupt of the clean argmax; a fact's middle (further) tokens "
+        f"are averaged first, then mean and 95 % interval over facts. Stored runs: "
+        f"{_settings_text(dataset) or 'none'}."
+    )
+
+
+def definitions(dataset: str = "facts") -> str:
+    """The page's definitions, with the stored runs' S and W."""
+    return (
+        "- **p_clean / p_corrupt**: probability of the model's own answer without / with noise "
+        "on the subject (mean over S noise samples).\n"
+        "- **p_restored**: the same probability after restoring one clean state.\n"
+        "- **Indirect effect** = p_restored − p_corrupt (probability).\n"
+        "- **Hidden** restores one block's output at one token; **MLP** / **attention** restore "
+        "that sublayer's output at one token in a window of W layers around the layer shown.\n"
+        "- **Relative depth**: block l of L sits at l / (L − 1).\n"
+        f"- Stored runs: {_settings_text(dataset) or 'none'}; the live panel uses the method's "
+        "defaults."
+    )
+
+
+def live_trace(
+    model_name: str, prompt: str, span: tuple[int, int], kinds: list[str], progress
+) -> pd.DataFrame:
     """Trace the student's fact with the same function as precompute; returns per-cell rows.
+
+    Args:
+        model_name: Live model.
+        prompt: The fact prompt.
+        span: The subject's character span (``ui.subject_picker``), mapped to tokens by
+            ``precompute.facts`` exactly as the knockout page maps it.
+        kinds: ``hidden``, ``mlp``, ``attn``.
+        progress: Callback with the fraction done.
 
     Raises:
         ValueError: Bad subject or prompt (the message says what to change).
-        TraceCancelled: The progress callback asked to stop.
     """
     from precompute.methods.causal_tracing import CausalTracingConfig, result_frame, trace
 
     lm = live.get_model(model_name)
     cfg = CausalTracingConfig(kinds=",".join(kinds))
-    r = trace(lm, prompt, subject, cfg, progress=progress)
+    r = trace(lm, prompt, prompt[span[0] : span[1]], cfg, progress=progress, char_span=span)
     df = result_frame(lm, r)
     df["model"] = model_name
     df["seconds"] = r.seconds
     return df
+
+
+# ------------------------------------------------------------------------------ page widgets
+
+
+def show_heatmaps(cells: pd.DataFrame, p_corrupt: float, p_clean: float) -> None:
+    """Draw the three kinds side by side, one colour domain per fact (precomputed or live)."""
+    st.caption(
+        f"p(answer): clean {p_clean:.3f}, subject corrupted {p_corrupt:.3f}. "
+        "Colour starts at the corrupted probability."
+    )
+    domain = heatmap_domain(cells, p_corrupt, p_clean)
+    kinds = {k: KINDS[k][0] for k in KINDS if k in set(cells["kind"])}
+    st.altair_chart(charts.trace_heatmaps(cells, domain, kinds), width="content")
+    st.markdown(
+        "**What to look for.** Does restoring the *subject's* last token in early-middle layers "
+        "bring the answer back? Does the last token take over in later layers? Where the "
+        "bright cells move from the subject to the last token, the fact has been moved."
+    )
+
+
+def run_trace(model: str, prompt: str, span: tuple[int, int] | None, kinds: list[str]) -> None:
+    """Trace the student's fact with a progress bar; keep the result, or warn and drop old ones."""
+    bar = st.progress(0.0, text="Tracing ...")
+    try:
+        if span is None:
+            raise ValueError("Pick the subject's words first.")
+        st.session_state["ct_live"] = live_trace(
+            model,
+            live.check_prompt(prompt, max_chars=200),
+            span,
+            kinds,
+            lambda f: bar.progress(f, text=f"Tracing ... {f:.0%}"),
+        )
+    except ValueError as err:  # includes live.PromptError
+        st.session_state.pop("ct_live", None)
+        st.warning(str(err))
+    finally:
+        bar.empty()

@@ -31,6 +31,41 @@ PATCH_VARIANTS = {
 }
 DATASETS = {"facts": "team facts", "known_1000": "known_1000 (ROME)"}
 
+METHOD_NOTE = (
+    "**Method.** Attention is the only way information moves between tokens. Block the "
+    "attention edges into the last token — from the subject, from the other words, or from "
+    "itself — in a window of layers, and measure how much the probability of the model's "
+    "answer changes. Sliding the window through the depth shows *when* each edge set "
+    "carries what the answer needs. Activation patching asks the complementary question: "
+    "from which layer on does the last token's state already hold the answer?"
+)
+KNOCKOUT_NOTE = (
+    "**What to look for.** Geva et al. find that cutting the edges from the *subject* to the "
+    "last token hurts only in a band of middle-upper layers: that is when the subject's "
+    "information is moved to where the answer is predicted. The grey band is where Gandikota et "
+    "al. (Evolution of LLM Stages) report the drop, 40–70 % of depth. Cutting the *non-subject* "
+    "tokens (the relation words) hurts earlier in Geva et al.'s models."
+)
+KNOCKOUT_PROVENANCE = (
+    "Per fact: the model's own top token o at the last position and its probability p_base. "
+    "For each centre layer, every head of the W layers around it gets a pre-softmax score of "
+    "−∞ on the cut edges (into the last token only), so the other keys are renormalised; "
+    "relative change = 100·(p_new − p_base)/p_base. Mean and 95 % interval over the facts the "
+    "model answers correctly. Window and facts as recorded in the run's config."
+)
+PATCH_NOTE = (
+    "**What to look for.** Copying the clean last-token state into the run with the swapped "
+    "subject restores the answer only from some depth on: before it, the last token does not "
+    "yet hold the fact. The layer where the effect first passes 0.5 (dashed line) is where the "
+    "model has *used* the fact: does it sit after the knockout band above? (Table below.)"
+)
+PATCH_PROVENANCE = (
+    "Pairs: the clean fact prompt and the same prompt with another subject of the same relation "
+    "that has the same tokens outside the subject (our protocol, METHODS.md B3). Metric: "
+    "logit(o) − logit(o′), o and o′ the two runs' answers; effect = (patched − corrupted)/(clean "
+    "− corrupted). Mean and 95 % interval over pairs."
+)
+
 
 def datasets(method: str = METHOD) -> list[str]:
     """Datasets with results for a method, team facts first."""
@@ -122,22 +157,8 @@ def uses_table(dataset: str, variant: str) -> pd.DataFrame:
     ).round(3)
 
 
-def word_span(prompt: str, picked: list[int]) -> tuple[int, int] | None:
-    """Character span from the first to the last picked word (trailing punctuation dropped)."""
-    from app.facts_views import prompt_words
-
-    words = prompt_words(prompt)
-    picked = sorted(i for i in picked if 0 <= i < len(words))
-    if not picked:
-        return None
-    start, end = words[picked[0]][1], words[picked[-1]][2]
-    while end > start and prompt[end - 1] in ",.;:!?\"'":
-        end -= 1
-    return (start, end) if end > start else None
-
-
 def live_knockout(
-    model_name: str, prompt: str, span: tuple[int, int], window: int, answer: str = ""
+    model_name: str, prompt: str, span: tuple[int, int] | None, window: int, answer: str = ""
 ) -> pd.DataFrame:
     """Knock out the student's fact with the same function as precompute; long rows.
 
@@ -146,6 +167,8 @@ def live_knockout(
     """
     from precompute.methods.attention_knockout import knockout_fact, result_frame
 
+    if span is None:
+        raise ValueError("Pick the subject's words first.")
     lm = live.get_model(model_name)
     r = knockout_fact(
         lm,
@@ -167,3 +190,18 @@ def live_knockout(
     df["correct"] = r.correct
     df["window"] = window
     return df.reset_index(drop=True)
+
+
+def describe_live(df: pd.DataFrame, answer: str) -> str:
+    """What the live knockout ran on, and a note when it is not the expected answer."""
+    first = df.iloc[0]
+    text = (
+        f"{first['model']} predicts **{first['prediction']!r}** (p = {first['p_base']:.3f}); "
+        f"subject tokens: {first['subject_tokens']}; window {first['window']} layers."
+    )
+    if answer.strip() and not bool(first["correct"]):
+        text += (
+            "\n\nThe model does not answer with your expected word: the curves follow its own "
+            "prediction, so they show how *that* answer is assembled."
+        )
+    return text

@@ -123,11 +123,25 @@ def word_span(prompt: str, picked: list[int]) -> tuple[int, int] | None:
     return (start, end) if end > start else None
 
 
-def subject_picker(prompt: str, key: str) -> tuple[int, int] | None:
+FACT_PROMPT_CHARS = 200
+
+
+def fact_prompt(**kw) -> str:
+    """The fact-prompt box of the live fact panels (pages 30 and 31); pass ``key``, ``bind``."""
+    return st.text_input(
+        "Prompt (the answer should be the next word)",
+        value="The Eiffel Tower is located in the city of",
+        max_chars=FACT_PROMPT_CHARS,
+        **kw,
+    )
+
+
+def subject_picker(prompt: str, **kw) -> tuple[int, int] | None:
     """Pick the subject's words of a fact prompt; return its character span (None: none picked).
 
     Pages 30 and 31 share it, so both methods mark the same tokens for the same pick: the span
-    goes to the method, which maps it to tokens with ``precompute.facts``.
+    goes to the method, which maps it to tokens with ``precompute.facts``. Pass ``key`` and
+    ``bind="query-params"`` as keywords (the lessons read them from the page).
     """
     words = prompt_words(prompt)
     picked = st.pills(
@@ -135,9 +149,8 @@ def subject_picker(prompt: str, key: str) -> tuple[int, int] | None:
         list(range(len(words))),
         selection_mode="multi",
         default=[1, 2] if len(words) > 2 else None,
-        key=key,
         format_func=lambda i: words[i][0],
-        bind="query-params",
+        **kw,
     )
     span = word_span(prompt, picked or [])
     st.caption(f"Subject: **{prompt[span[0] : span[1]] if span else '—'}**")
@@ -176,3 +189,11 @@ def before_after(before: pd.DataFrame, after: pd.DataFrame, left: str, right: st
     for col, name, df in zip(st.columns(2), (left, right), (before, after)):
         col.markdown(f"Next token, **{name}**")
         col.dataframe(df, hide_index=True, width="stretch", column_config={"prob": prob})
+
+
+def choice(where, label: str, options: list, labels: dict | None = None, **kw):
+    """A select box whose options are shown through ``labels``; ``where``: st or a column.
+
+    Pass ``key=..., bind="query-params"`` as keywords, so the lessons see the bound key.
+    """
+    return where.selectbox(label, options, format_func=lambda o: (labels or {}).get(o, o), **kw)
