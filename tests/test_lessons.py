@@ -73,7 +73,10 @@ def _assert_step(at: AppTest, lesson: lessons.Lesson, k: int) -> None:
     assert step.question in bar
     for key, value in step.query_params().items():
         # Streamlit drops a URL value that no widget accepts: kept means the widget took it.
-        assert _qp(at, key) == (value if isinstance(value, list) else [value]), (k, key)
+        assert _qp(at, key) == (value if isinstance(value, list) else [value]), (
+            f"step {k}: Streamlit dropped {key}={value!r} from the URL: it is not an option as "
+            "the widget displays it (a format_func label), or it is the widget's default"
+        )
         assert key in at.session_state, f"step {k}: no widget {key!r} on {step.page}"
 
 
