@@ -115,6 +115,34 @@ def template_finding(df: pd.DataFrame) -> str:
     return " ".join(out)
 
 
+def within_finding(df: pd.DataFrame) -> str:
+    """Layer x layer similarity of one model: neighbours, first vs last, the largest change."""
+    if df.empty:
+        return ""
+    w = df.pivot_table(index="layer_a", columns="layer_b", values="value").sort_index()
+    v = w.to_numpy()
+    nb = np.array([v[i, i + 1] for i in range(len(v) - 1)])
+    k = int(np.argmin(nb))
+    return (
+        f"Neighbouring states agree at ρ = {nb.mean():.2f} on average; the first and last state "
+        f"at ρ = {v[0, -1]:.2f}. The geometry changes most between states {w.index[k]} and "
+        f"{w.index[k + 1]} (ρ = {nb[k]:.2f})."
+    )
+
+
+def matched_finding(diag: pd.DataFrame) -> str:
+    """Two models at equal relative depth: where they agree most and least."""
+    if diag.empty:
+        return ""
+    d = diag.sort_values("rel_depth").reset_index(drop=True)
+    hi, lo = int(d["mean"].idxmax()), int(d["mean"].idxmin())
+    return (
+        f"At equal relative depth the two models agree at ρ = {d['mean'].mean():.2f} on average: "
+        f"most at depth {d['rel_depth'][hi]:.2f} (ρ = {d['mean'][hi]:.2f}), least at depth "
+        f"{d['rel_depth'][lo]:.2f} (ρ = {d['mean'][lo]:.2f})."
+    )
+
+
 def early_share_finding(df: pd.DataFrame, what: str) -> str:
     """Mean of a per-lens curve over the first third of depth, per model and lens."""
     out = []

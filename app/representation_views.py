@@ -10,6 +10,55 @@ from app import data, live
 ID_METHOD = "intrinsic_dimension"
 RSA_METHOD = "rsa"
 
+
+INTRO = (
+    "Each sentence becomes one vector per layer (the mean of its token states, first token "
+    "excluded). A layer's **RDM** holds 1 − cosine similarity for every pair of sentences. "
+    "Two layers -- of one model or of two models given the same sentences -- are compared by "
+    "the **Spearman rank correlation** of their RDMs' upper triangles: 1 means the same "
+    "ordering of pairs, whatever the width of each space (the method of Gandikota et al., "
+    "Evolution of LLM Stages)."
+)
+WITHIN_NOTE = (
+    "**What to look for.** Gandikota et al. (Evolution of LLM Stages) find blocks: early "
+    "layers resemble each other, the middle is more varied, and the last layers converge "
+    "again. A bright square along the diagonal is a stretch of layers that keep the same "
+    "geometry -- a candidate *stage*."
+)
+ACROSS_NOTE = (
+    "**What to look for.** Gandikota et al. (Evolution of LLM Stages) report that models of "
+    "different sizes align at similar *relative* depths: look for a bright diagonal. Computed "
+    "now from the two models' stored RDMs over the {n} stimuli both saw, then interpolated onto "
+    "a grid of relative depths (step 0.05)."
+)
+#: Stored RSA variants ``pooling|distance|normalisation`` in words.
+VARIANT_LABELS = {
+    "mean|cosine|none": "mean of the token states, cosine distance",
+    "mean|cosine|center": "mean of the token states, centred, cosine distance",
+    "mean|correlation|none": "mean of the token states, correlation distance",
+    "last|cosine|none": "last token's state, cosine distance",
+}
+PROVENANCE = (
+    "WikiText-2 paragraphs (cut to `max_tokens`, see the config) or the team's facts; stimuli "
+    "sorted by id so every model's RDMs line up. Defaults (mean pooling without BOS, cosine, "
+    "Spearman) are ours: Gandikota et al. do not specify them (METHODS.md E3)."
+)
+
+
+def live_rdm_note(res: dict, layer: int) -> str:
+    """What the live RDM shows, and what to look for in it."""
+    n_layers = res["n_layers"]
+    return (
+        f"{res['model']}; {len(res['sentences'])} sentences; normalisation: {res['norm']}. "
+        f"The RDM's colour scale is fitted to this layer: mean-pooled states are often all alike "
+        f"(small distances); *centre features* removes that common direction. **What to look "
+        f"for.** State {layer} of {n_layers} (relative depth {layer / n_layers:.2f}). Dark cells "
+        "are sentence pairs this layer represents alike. Do the two capital-city sentences pair "
+        "up at every depth, or only in the middle? The layer x layer map above compares these "
+        "matrices by rank correlation."
+    )
+
+
 #: estimator: (label, what it measures)
 ESTIMATORS = {
     "twonn": (

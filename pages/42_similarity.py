@@ -8,13 +8,20 @@ import streamlit as st
 
 from app import charts, live, ui
 from app import live_panel as panel
+from app.claims_facts_views import matched_finding, within_finding
 from app.representation_views import (
+    ACROSS_NOTE,
     DEFAULT_SENTENCES,
+    INTRO,
     LIVE_NORMS,
     MIN_LIVE_SENTENCES,
+    PROVENANCE,
     RSA_METHOD,
+    VARIANT_LABELS,
+    WITHIN_NOTE,
     cross_similarity,
     datasets,
+    live_rdm_note,
     live_rsa_frames,
     matched_depth,
     rsa_models,
@@ -24,11 +31,18 @@ from app.representation_views import (
 
 SIM_TITLE = "Spearman ρ of RDMs"
 DEPTH_A = "relative depth, model A (0 = embeddings, 1 = last)"
+DEPTH_0 = "relative depth (0 = embeddings)"
+SENTENCES = ("sentence_a", "sentence_b")
 
 
 def heatmap(df, x: str, y: str, x_title: str, y_title: str):
     """Draw a layer x layer heatmap on a fixed 0-1 colour scale (so models compare)."""
     return charts.matrix_heatmap(df, x, y, "value", SIM_TITLE, (0.0, 1.0), x_title, y_title)
+
+
+def rdm_chart(rdm):
+    """One live RDM, sentence x sentence, its colour scale fitted to the layer."""
+    return charts.matrix_heatmap(rdm, *SENTENCES, "dissimilarity", "1 − cosine", None, "", "")
 
 
 def within() -> tuple[str, str, list[str]] | None:
@@ -41,28 +55,18 @@ def within() -> tuple[str, str, list[str]] | None:
         return None
     c1, c2, c3 = st.columns(3)
     dataset = c1.selectbox("Stimuli", sets, key="rsa_dataset", bind="query-params")
-    variant = c2.selectbox(
-        "Pooling | distance | normalisation",
-        similarity_variants(dataset),
-        key="rsa_variant",
-        bind="query-params",
-    )
+    var = similarity_variants(dataset)
+    variant = ui.choice(c2, "Vectors", var, VARIANT_LABELS, key="rsa_variant", bind="query-params")
     models = rsa_models(dataset)
     model = c3.selectbox("Model", models, key="rsa_model", bind="query-params")
     df = within_similarity(model, dataset, variant)
     if df.empty:
         st.info("No similarity rows for this choice.")
         return None
-    st.altair_chart(
-        heatmap(df, "depth_a", "depth_b", "relative depth (0 = embeddings)", "relative depth"),
-        width="stretch",
-    )
+    st.altair_chart(heatmap(df, "depth_a", "depth_b", DEPTH_0, "relative depth"), width="stretch")
     st.caption(f"{int(df['n_stimuli'].iloc[0])} stimuli; ρ below 0 is drawn as 0.")
-    st.markdown(
-        "**What to notice.** Seed 000 finds blocks: early layers resemble each other, the "
-        "middle is more varied, and the last layers converge again. A bright square along the "
-        "diagonal is a stretch of layers that keep the same geometry -- a candidate *stage*."
-    )
+    st.markdown(WITHIN_NOTE)
+    ui.findings(within_finding(df))
     ui.download(df, f"rsa_{model}_{dataset}", key="dl-within")
     return dataset, variant, models
 
@@ -89,12 +93,8 @@ def across(dataset: str, variant: str, models: list[str]) -> None:
     st.altair_chart(
         charts.depth_lines(diag, f"{SIM_TITLE} at equal depth (correlation)"), width="stretch"
     )
-    st.markdown(
-        "**What to notice.** Seed 000 reports that models of different sizes align at similar "
-        f"*relative* depths: look for a bright diagonal. Computed now from the two models' "
-        f"stored RDMs over the {int(df['n_stimuli'].iloc[0])} stimuli both saw, then "
-        "interpolated onto a grid of relative depths (step 0.05)."
-    )
+    st.markdown(ACROSS_NOTE.format(n=int(df["n_stimuli"].iloc[0])))
+    ui.findings(matched_finding(diag))
     ui.download(df, f"rsa_{model_a}_vs_{model_b}_{dataset}", key="dl-across")
 
 
@@ -102,74 +102,30 @@ def live_panel() -> None:
     """Run the student's sentences through the same RSA functions."""
     st.subheader("Your sentences, live")
     ui.badge("live")
-    cfg = live.config()
     model = live.model_picker(key="rsa_live_model")
     text = panel.prompt_box(
         f"At least {MIN_LIVE_SENTENCES} sentences, one per line",
         value=DEFAULT_SENTENCES,
         key="rsa_live_text",
-        height=190,
     )
-    norm = st.selectbox(
-        "Normalisation",
-        list(LIVE_NORMS),
-        format_func=LIVE_NORMS.get,
-        key="rsa_live_norm",
-        bind="query-params",
+    norm = ui.choice(
+        st, "Normalisation", list(LIVE_NORMS), LIVE_NORMS, key="rsa_live_norm", bind="query-params"
     )
     res = panel.run(
         "Compare the layers",
         "rsa_live",
-        lambda: live_rsa_frames(model, text, cfg.max_live_tokens, norm),
+        lambda: live_rsa_frames(model, text, live.config().max_live_tokens, norm),
         "Running the model on each sentence ...",
     )
     if res is None:
         return
-    st.caption(
-        f"Model: {res['model']}; {len(res['sentences'])} sentences; normalisation: {res['norm']}."
-    )
-    st.altair_chart(
-        heatmap(
-            res["similarity"],
-            "depth_a",
-            "depth_b",
-            "relative depth (0 = embeddings)",
-            "relative depth",
-        ),
-        width="stretch",
-    )
-    layer = st.slider(
-        "RDM of residual state",
-        0,
-        res["n_layers"],
-        res["n_layers"] // 2,
-        key="rsa_live_layer",
-        bind="query-params",
-    )
+    sim = heatmap(res["similarity"], "depth_a", "depth_b", DEPTH_0, "relative depth")
+    st.altair_chart(sim, width="stretch")
+    n = res["n_layers"]
+    layer = st.slider("RDM of state", 0, n, n // 2, key="rsa_live_layer", bind="query-params")
     rdm = res["rdm"][res["rdm"]["layer"] == layer]
-    st.altair_chart(
-        charts.matrix_heatmap(
-            rdm,
-            "sentence_a",
-            "sentence_b",
-            "dissimilarity",
-            "1 − cosine",
-            None,
-            "sentence",
-            "sentence",
-        ),
-        width="stretch",
-    )
-    st.caption(
-        "The RDM's colour scale is fitted to this layer: mean-pooled states are often "
-        "all alike (small distances); *centre features* removes that common direction."
-    )
-    st.markdown(
-        f"**What to notice.** State {layer} of {res['n_layers']} (relative depth "
-        f"{layer / res['n_layers']:.2f}). Dark cells are sentence pairs this layer represents "
-        "alike. Do the two capital-city sentences pair up at every depth, or only in the "
-        "middle? The layer x layer map above compares these matrices by rank correlation."
-    )
+    st.altair_chart(rdm_chart(rdm), width="stretch")
+    st.markdown(live_rdm_note(res, layer))
     ui.download(res["rdm"], "rsa_live_rdms", key="dl-live-rdm")
     ui.download(res["similarity"], "rsa_live_similarity", key="dl-live-sim")
 
@@ -181,28 +137,13 @@ def main() -> None:
         "If two layers arrange the same sentences in the same way -- the same pairs close, the "
         "same pairs far apart -- they share a representational geometry. Where along the depth "
         "does that geometry change, and do different models change at the same relative depth?",
-        [
-            ("Kriegeskorte et al. 2008", "https://doi.org/10.3389/neuro.06.004.2008"),
-        ],
+        [("Kriegeskorte et al. 2008", "https://doi.org/10.3389/neuro.06.004.2008")],
     )
-    st.markdown(
-        "Each sentence becomes one vector per layer (the mean of its token states, first token "
-        "excluded). A layer's **RDM** holds 1 − cosine similarity for every pair of sentences. "
-        "Two layers -- of one model or of two models given the same sentences -- are compared by "
-        "the **Spearman rank correlation** of their RDMs' upper triangles: 1 means the same "
-        "ordering of pairs, whatever the width of each space (seed 000's method)."
-    )
+    st.markdown(INTRO)
     picked = within()
     if picked:
         across(*picked)
-    ui.provenance(
-        RSA_METHOD,
-        None,
-        "WikiText-2 paragraphs (cut to `max_tokens`, see the config) or the team's facts; "
-        "stimuli sorted by id so "
-        "every model's RDMs line up. Defaults (mean pooling without BOS, cosine, Spearman) are "
-        "ours: seed 000 does not specify them (METHODS.md E3).",
-    )
+    ui.provenance(RSA_METHOD, None, PROVENANCE)
     live_panel()
 
 
