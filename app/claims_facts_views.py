@@ -167,3 +167,26 @@ def worse_states_finding(df: pd.DataFrame) -> str:
             f"of 0..{int(w.index.max())} -- an undertrained instrument."
         )
     return " ".join(out)
+
+
+def disagreement_finding(by_layer: pd.DataFrame) -> str:
+    """Where two lenses disagree on one prompt: the peak, the band, the last disagreeing state."""
+    if by_layer.empty or not by_layer["share_disagree"].gt(0).any():
+        return "The two lenses agree at every state and position."
+    d = by_layer.sort_values("layer").reset_index(drop=True)
+    v = d["share_disagree"].to_numpy()
+    k = int(np.argmax(v))
+    band = d.loc[v >= v[k] / 2, "layer"]
+    last = int(d.loc[v > 0, "layer"].max())
+    final = int(d["layer"].max())
+    s = (
+        f"Disagreement peaks at state {int(d['layer'][k])} (depth {d['rel_depth'][k]:.2f}, "
+        f"{v[k]:.0%} of positions) and stays at least half that from state {band.min()} to "
+        f"{band.max()}."
+    )
+    if last >= final - 1:
+        s += f" They still disagree at state {last}; they agree only at the output (state "
+        s += f"{final}), where both lenses are the model itself."
+    else:
+        s += f" From state {last + 1} of {final} on they agree at every position."
+    return s

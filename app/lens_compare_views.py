@@ -6,6 +6,7 @@ page-specific Altair builders (pure: DataFrame in, chart out) that ``app.charts`
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import altair as alt
@@ -29,6 +30,33 @@ FACT_GROUPS = {
     "t1": "2nd token",
     "t2": "3rd token",
 }
+
+
+INTRO = (
+    "The **logit lens** pushes each layer's residual stream straight through the final norm "
+    "and the unembedding. The **tuned lens** first applies a small affine translator trained "
+    "for that layer to match the model's final output. Untrained, the two are identical."
+)
+EVAL_NOTE = (
+    "**What to look for.** The tuned lens is trained to match the final output, so on held-out "
+    "text its KL should be lower than the logit lens's, most of all in early layers, where the "
+    "logit lens reads the residual stream through an unembedding those layers never write for; "
+    "both reach 0 at the last layer by construction. An undertrained tuned lens can be worse "
+    "than no training: check the budget in each run's config (below)."
+)
+TUNED_PROVENANCE = (
+    "Translators trained with SGD-Nesterov (TL defaults) on WikiText-2 paragraphs against the "
+    "model's own final distribution; evaluated on other paragraphs never used for training "
+    "(positions 1..T-1). The stored lens (float16, low rank) is the one evaluated. "
+    "`config_json` gives the budget: `cpu` (ours) or `paper` (TL: 250 × 2^18 tokens)."
+)
+
+
+def lens_meta_json(meta: dict, limit: int = 3000) -> str:
+    """The tuned lens's metadata as JSON for the page (the long per-layer list left out)."""
+    return json.dumps({k: v for k, v in meta.items() if k != "energy_kept_per_layer"}, indent=1)[
+        :limit
+    ]
 
 
 def _agg(metric: str, dataset: str, models: list[str]) -> pd.DataFrame:

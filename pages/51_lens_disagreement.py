@@ -3,13 +3,12 @@
 Lenses are instruments: where do the logit lens and the tuned lens read a layer differently?
 """
 
-import json
-
 import streamlit as st
 
 from app import charts, data, live, ui
 from app import lens_compare_views as V
 from app import live_panel as panel
+from app.claims_facts_views import disagreement_finding, worse_states_finding
 
 METHOD = V.TL
 DOMAINS = {"top1_prob": (0.0, 1.0), "kl_to_final": (0.0, 10.0), "entropy": (0.0, 10.0)}
@@ -18,10 +17,11 @@ TITLES = {
     "kl_to_final": "KL to the final output (nats)",
     "entropy": "entropy of the lens (nats)",
 }
+#: metric: (menu label, axis title)
 METRIC_LABELS = {
-    "kl_to_final": "distance to the final output (KL)",
-    "ce_next_token": "next-token loss",
-    "entropy": "uncertainty (entropy)",
+    "kl_to_final": ("distance to the final output (KL)", "KL(final ‖ lens) (nats)"),
+    "ce_next_token": ("next-token loss", "next-token loss (nats)"),
+    "entropy": ("uncertainty (entropy)", "lens entropy (nats)"),
 }
 
 
@@ -38,36 +38,20 @@ def average() -> None:
             "Metric",
             ["kl_to_final", "ce_next_token", "entropy"],
             default="kl_to_final",
-            format_func=METRIC_LABELS.get,
+            format_func=lambda m: METRIC_LABELS[m][0],
             key="tl_metric",
             bind="query-params",
         )
         or "kl_to_final"
     )
     df = V.tuned_eval(models, metric)
-    titles = {
-        "kl_to_final": "KL(final ‖ lens) (nats)",
-        "ce_next_token": "next-token loss (nats)",
-        "entropy": "lens entropy (nats)",
-    }
-    st.altair_chart(charts.depth_lines(df, titles[metric], stroke_dash="lens"), width="stretch")
-    st.markdown(
-        "**What to notice.** The tuned lens is trained to match the final output, so on held-out "
-        "text its KL should be lower, most of all in early layers, where the logit lens reads the "
-        "residual stream through an unembedding those layers never write for; both reach 0 at the "
-        "last layer. Our lenses were trained on a tiny CPU budget (see below): SmolLM2's (~1,000 "
-        "tokens) beats the logit lens at every layer, Gemma's (128 tokens) does not at some middle "
-        "layers -- an undertrained instrument can be worse than no training."
-    )
+    y_title = METRIC_LABELS[metric][1]
+    st.altair_chart(charts.depth_lines(df, y_title, stroke_dash="lens"), width="stretch")
+    ui.sample_caption(df, "held-out paragraphs")
+    st.markdown(V.EVAL_NOTE)
+    ui.findings(worse_states_finding(V.tuned_eval(models, "kl_to_final")))
     ui.download(df, f"tuned_lens_{metric}", key="dl-eval")
-    ui.provenance(
-        METHOD,
-        models,
-        "Translators trained with SGD-Nesterov (TL defaults) on WikiText-2 paragraphs against the "
-        "model's own final distribution; evaluated on other paragraphs never used for training "
-        "(positions 1..T-1). The stored lens (float16, low rank) is the one evaluated. "
-        "`config_json` gives the budget: `cpu` (ours) or `paper` (TL: 250 × 2^18 tokens).",
-    )
+    ui.provenance(METHOD, models, V.TUNED_PROVENANCE)
 
 
 def live_panel() -> None:
@@ -102,15 +86,9 @@ def live_panel() -> None:
     if df["truncated"].any():
         st.caption("Only the first 48 tokens were analysed.")
     by_layer = V.disagreement_by_layer(df)
-    agree_from = by_layer.loc[by_layer["share_disagree"] > 0, "layer"].max()
     st.markdown(
         f"**{res['model']}**: cells framed in orange are where the two lenses pick different "
-        "top-1 tokens. "
-        + (
-            f"From layer {int(agree_from) + 1} on they agree at every position."
-            if by_layer["share_disagree"].gt(0).any()
-            else "They agree everywhere."
-        )
+        "top-1 tokens."
     )
     left, right = st.columns(2)
     for col, lens in ((left, "logit"), (right, "tuned")):
@@ -138,19 +116,10 @@ def live_panel() -> None:
         ),
         width="stretch",
     )
-    st.markdown(
-        "**What to notice.** Disagreement is concentrated in the early layers, where the logit "
-        "lens often repeats the input token or a frequent word while the tuned lens already "
-        "leans towards the final prediction. Neither is 'the truth': each is a way of reading the "
-        "same residual stream."
-    )
+    ui.findings(disagreement_finding(by_layer), "What your prompt shows")
+    st.markdown("Neither lens is 'the truth': each is a way of reading the same residual stream.")
     with st.expander("The tuned lens used here"):
-        st.code(
-            json.dumps(
-                {k: v for k, v in res["lens"].items() if k != "energy_kept_per_layer"}, indent=1
-            )[:3000],
-            language="json",
-        )
+        st.code(V.lens_meta_json(res["lens"]), language="json")
     ui.download(df, "lens_disagreement_live", key="dl-dis")
 
 
@@ -166,11 +135,7 @@ def main() -> None:
             ("Gupta et al. 2025", "https://arxiv.org/abs/2510.18871"),
         ],
     )
-    st.markdown(
-        "The **logit lens** pushes each layer's residual stream straight through the final norm "
-        "and the unembedding. The **tuned lens** first applies a small affine translator trained "
-        "for that layer to match the model's final output. Untrained, the two are identical."
-    )
+    st.markdown(V.INTRO)
     average()
     live_panel()
 
