@@ -190,3 +190,39 @@ def disagreement_finding(by_layer: pd.DataFrame) -> str:
     else:
         s += f" From state {last + 1} of {final} on they agree at every position."
     return s
+
+
+def earliest_finding(df: pd.DataFrame, col: str, k: int = 1) -> str:
+    """Which group reaches rank <= k first (mean relative depth), per lens; ``col`` names groups."""
+    one = df[df["k"] == k] if "k" in df else df.iloc[:0]
+    if one.empty:
+        return ""
+    out = []
+    for lens, g in one.groupby("lens", sort=True):
+        order = g.groupby(col)["mean"].mean().sort_values()
+        out.append(f"{lens}: " + ", ".join(f"{name} {depth:.2f}" for name, depth in order.items()))
+    return (
+        f"Mean relative depth at which the prediction first reaches rank {k}, earliest first -- "
+        + "; ".join(out)
+        + "."
+    )
+
+
+def mcq_finding(settled: pd.DataFrame) -> str:
+    """Multiple choice: is the model above chance? Only then is the decision timing a finding."""
+    acc = settled[settled["what"].str.startswith("model's final answer")]
+    if acc.empty:
+        return ""
+    out = []
+    for model, g in acc.groupby("model", sort=True):
+        p, n = float(g["mean"].iloc[0]), int(g["n"].iloc[0])
+        margin = 1.96 * (0.25 * 0.75 / max(n, 1)) ** 0.5
+        if p <= 0.25 + margin:
+            out.append(
+                f"**{model}** answers {p:.0%} of {n} items correctly, within chance (25 % ± "
+                f"{margin:.0%}): its 'decision' is not a decision, so this chart cannot say when "
+                "it decides -- that needs a model above chance."
+            )
+        else:
+            out.append(f"**{model}** answers {p:.0%} of {n} items correctly, above chance.")
+    return " ".join(out)

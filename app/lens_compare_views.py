@@ -59,6 +59,40 @@ def lens_meta_json(meta: dict, limit: int = 3000) -> str:
     ]
 
 
+INTRO_GR = (
+    "For each prompt we read the residual stream at the last position, layer by layer, "
+    "through two lenses: the **logit lens** (final norm + unembedding) and the **tuned lens** "
+    "(a learned affine translator per layer first). Each predicted token is placed in a "
+    "frequency bucket by its rank in WikiText-2, tokenised by the model's own tokenizer."
+)
+BUCKETS_NOTE = (
+    "**What to look for.** Gupta et al. (with well-trained tuned lenses on 7B models) find the "
+    "top token of early layers is most often one of the most frequent tokens (a statistical "
+    "guess), refined with depth. Does your instrument agree? Our tuned lenses were trained on a "
+    "CPU budget far from the paper's 65M tokens. The last column is the model itself."
+)
+EARLIEST_NOTE = (
+    "**What to look for.** Lower curves mean the prediction enters the top k earlier. Gupta et "
+    "al. find frequent predictions (often function words) getting there first, and for "
+    "multi-token answers the first token needing the most depth. Their part-of-speech breakdown "
+    "needs spaCy's English tagger, not installable from PyPI here, so the frequency of the "
+    "predicted token stands in for it."
+)
+MCQ_NOTE = (
+    "**What to look for.** Gupta et al. find the option letters A-D entering the top 10 (the "
+    "*format*) well before the layer whose best option stays the model's final pick (the "
+    "*decision*). Items are the team's own (`data/prompts/mcq.json`), shown after two solved "
+    "examples. A decision only means something if the model answers above chance (25 %)."
+)
+GR_PROVENANCE = (
+    "WikiText-2 test paragraphs cut at a seeded random word boundary (≥ 17 characters); "
+    "frequency ranks counted on all paragraphs of the same file (the run's dataset sha256). "
+    "Each row is one prompt; means and 95 % intervals over prompts. Facts: greedy answer must "
+    "match the first answer token; later tokens teacher-forced and kept only when correct. "
+    "The tuned lens is the one trained by `tuned_lens` (see the Lens disagreement page).",
+)
+
+
 def _agg(metric: str, dataset: str, models: list[str]) -> pd.DataFrame:
     df = data.query(
         """SELECT model, variant, layer, rel_depth, grp, mean, ci_lo, ci_hi, n

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app import charts, data, ui
 from app import lens_compare_views as V
+from app.claims_facts_views import earliest_finding, early_share_finding, mcq_finding
 
 METHOD = V.GR
 
@@ -18,14 +19,10 @@ def buckets(models: list[str]) -> None:
     st.altair_chart(
         charts.stacked_shares(df, [V.BUCKET_LABELS[b] for b in V.BUCKETS]), width="content"
     )
-    st.markdown(
-        "**What to notice.** Gupta et al. (with well-trained tuned lenses on 7B models) find the "
-        "top token of early layers is most often one of the most frequent tokens (a statistical "
-        "guess), refined with depth. Check whether your instrument agrees: here the logit lens "
-        "shows the frequent-token guess in middle layers, while our tuned lenses -- trained on a "
-        "CPU budget of about a thousand tokens, far from the paper's 65M -- spread early "
-        "predictions over rarer tokens. The last column is the model itself."
-    )
+    ui.sample_caption(df, "prompts")
+    st.markdown(V.BUCKETS_NOTE)
+    top10 = df[df["grp"] == "top10"]
+    ui.findings(early_share_finding(top10, "Share of top-1 tokens among the 10 most frequent"))
     ui.download(df, "guess_refine_buckets", key="dl-buckets")
 
 
@@ -43,11 +40,14 @@ def refines(models: list[str]) -> None:
         ),
         width="stretch",
     )
+    ui.sample_caption(df, "prompts")
     st.markdown(
-        "**What to notice.** A flip means the layer's best token is not the model's final one. "
-        "Seed 001 reports that more than 70 % of early top-10-frequency guesses are refined. The "
-        "rate is 0 at the last layer by construction (the lens there *is* the model)."
+        "**What to look for.** A flip means the layer's best token is not the model's final one. "
+        "Gupta et al. (2025) report that more than 70 % of early top-10-frequency guesses are "
+        "refined. The rate is 0 at the last layer by construction (the lens there *is* the model)."
     )
+    flips = df[df["grp"] == "top10"]
+    ui.findings(early_share_finding(flips, "Refined rate of top-10-frequency guesses"))
     ui.download(df, f"guess_refine_flips_{model}", key="dl-flips")
 
 
@@ -82,13 +82,10 @@ def earliest(models: list[str]) -> None:
             charts.k_curves(facts, "answer token", "answer token", "By answer token"),
             width="stretch",
         )
-    st.markdown(
-        "**What to notice.** Lower curves mean the model's prediction enters the top k earlier. "
-        "Frequent predictions (often function words) get there first; for multi-token answers the "
-        "first token needs the most depth, later tokens follow almost for free. A part-of-speech "
-        "breakdown (seed 001) needs spaCy's English tagger, which is not installable from PyPI "
-        "here, so the frequency of the predicted token stands in for it."
-    )
+    st.markdown(V.EARLIEST_NOTE)
+    ui.findings(earliest_finding(df, "frequency of the prediction"))
+    if not facts.empty:
+        ui.findings(earliest_finding(facts, "answer token"), "Answer tokens")
     ui.download(df, f"guess_refine_earliest_{model}", key="dl-earliest")
 
 
@@ -106,12 +103,8 @@ def choices(models: list[str]) -> None:
         width="stretch",
     )
     st.dataframe(V.mcq_settled([model]), hide_index=True, width="stretch")
-    st.markdown(
-        "**What to notice.** The option letters A-D enter the top 10 (the *format*) well before "
-        "the layer whose best option stays the model's final pick (the *decision*), which comes "
-        "near the end. Items are the team's own (`data/prompts/mcq.json`), shown after two solved "
-        "examples; a small model answers many of them wrong, which does not change the timing."
-    )
+    st.markdown(V.MCQ_NOTE)
+    ui.findings(mcq_finding(V.mcq_settled([model])))
     ui.download(one, f"guess_refine_mcq_{model}", key="dl-mcq")
 
 
@@ -126,12 +119,7 @@ def main() -> None:
             ("Belrose et al. 2023 (tuned lens)", "https://arxiv.org/abs/2303.08112"),
         ],
     )
-    st.markdown(
-        "For each prompt we read the residual stream at the last position, layer by layer, "
-        "through two lenses: the **logit lens** (final norm + unembedding) and the **tuned lens** "
-        "(a learned affine translator per layer first). Each predicted token is placed in a "
-        "frequency bucket by its rank in WikiText-2, tokenised by the model's own tokenizer."
-    )
+    st.markdown(V.INTRO_GR)
     ui.badge("precomputed")
     models = data.models_for(METHOD)
     if not models:
@@ -143,15 +131,7 @@ def main() -> None:
     refines(models)
     earliest(models)
     choices(models)
-    ui.provenance(
-        METHOD,
-        models,
-        "WikiText-2 test paragraphs cut at a seeded random word boundary (≥ 17 characters); "
-        "frequency ranks counted on all paragraphs of the same file (the run's dataset sha256). "
-        "Each row is one prompt; means and 95 % intervals over prompts. Facts: greedy answer must "
-        "match the first answer token; later tokens teacher-forced and kept only when correct. "
-        "The tuned lens is the one trained by `tuned_lens` (see the Lens disagreement page).",
-    )
+    ui.provenance(METHOD, models, V.GR_PROVENANCE)
 
 
 main()
