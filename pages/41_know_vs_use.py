@@ -7,10 +7,15 @@ the gap between knowing and using per model.
 import streamlit as st
 
 from app import charts, ui
+from app.claims_facts_views import template_finding
 from app.quality_views import (
+    INTRO,
+    KNOWS_NOTE,
     PATCH_METHOD,
     PROBE_METHOD,
     PROBE_METRICS,
+    PROVENANCE,
+    USES,
     datasets,
     knows_uses_frame,
     knows_uses_gap,
@@ -24,7 +29,7 @@ def knows_vs_uses(dataset: str) -> None:
     st.subheader("Decodable (probe) against used (patching)")
     ui.badge("precomputed")
     df = knows_uses_frame(dataset)
-    if not (df["curve"] == "patching effect (uses)").any():
+    if not (df["curve"] == USES).any():
         st.info(
             f"The loaded results have no `{PATCH_METHOD}` runs (variant `resid_last`) on these "
             "facts yet, so only the probe curves are shown and the gap cannot be computed."
@@ -36,17 +41,10 @@ def knows_vs_uses(dataset: str) -> None:
         charts.depth_lines(one, "accuracy or normalised effect (fraction)", color="curve"),
         width="stretch",
     )
-    st.markdown(
-        "**What to notice.** The probe curve says where the answer is *linearly readable* from "
-        "the last token; the control curve (shuffled labels) says how much a probe of this size "
-        "can memorise -- only the distance between them (selectivity) counts as knowledge. The "
-        "patching curve says where copying the clean state into a corrupted run *restores* the "
-        "answer: from there on the model uses it. Seed 000 finds the answer decodable 7-9 "
-        "layers before it is used. Beware the first layers: facts of one relation share a "
-        "template, so a probe can guess the answer class from the template alone (well above "
-        "the majority baseline at depth ~0) -- that is not knowledge of the fact. The 'template "
-        "only' line shows how much the relation alone gives away."
-    )
+    for curve, unit in (("probe accuracy", "cross-validation folds"), (USES, "fact pairs")):
+        ui.sample_caption(one[one["curve"] == curve], f"{curve}: {unit}")
+    st.markdown(KNOWS_NOTE)
+    ui.findings(template_finding(probe_curves(dataset, ["probe_acc", "template_acc"])))
     ui.download(one, f"know_vs_use_{model}_{dataset}", key="dl-kvu")
 
 
@@ -62,7 +60,7 @@ def gap_table(dataset: str) -> None:
         "Knows = first state whose probe accuracy is at least 90 % of the best state's. Uses = "
         "per fact, the first state where patching the clean last-token state restores at least "
         "half of the clean-minus-corrupted logit difference, averaged over facts (METHODS.md "
-        "B3, our protocol: seed 000 gives none). Empty cells: no patching results for that "
+        "B3, our protocol: Gandikota et al. give none). Empty cells: no patching results for that "
         "model. Positive gap = the answer is decodable before it is used."
     )
 
@@ -105,13 +103,7 @@ def main() -> None:
             ("Zhang & Nanda 2023", "https://arxiv.org/abs/2309.16042"),
         ],
     )
-    st.markdown(
-        "For each fact prompt we take the residual state at the last token after every layer "
-        "and train a logistic-regression probe (standardised features, 5-fold cross-validation) "
-        "to predict the model's own final answer token. Answers with too few examples are "
-        "dropped. A *control* probe learns shuffled labels: it shows how much a probe can fit "
-        "by memorising, and a *majority* baseline shows the cheapest guess."
-    )
+    st.markdown(INTRO)
     sets = datasets(PROBE_METHOD)
     if not sets:
         ui.no_results(PROBE_METHOD)
@@ -120,16 +112,7 @@ def main() -> None:
     knows_vs_uses(dataset)
     gap_table(dataset)
     all_models(dataset)
-    ui.provenance(
-        PROBE_METHOD,
-        None,
-        "Label = the model's argmax token at the last position (computed from its final "
-        "state, so no second pass). scikit-learn LogisticRegression (L2, C = 1, lbfgs, "
-        "max_iter 1000) after StandardScaler fitted on the training folds only; "
-        "StratifiedKFold(5, shuffle, seed 0); the control shuffles labels once with seed 0. "
-        "The minimum examples per answer is in each run's config (lowered for the small "
-        "offline fact sets).",
-    )
+    ui.provenance(PROBE_METHOD, None, PROVENANCE)
 
 
 main()
