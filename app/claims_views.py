@@ -266,15 +266,23 @@ def neuron_finding(pred: pd.DataFrame, supp: pd.DataFrame) -> str:
     return " ".join(out)
 
 
-def peak_finding(df: pd.DataFrame, what: str, unit: str = "", fmt: str = ".1f") -> str:
-    """Where each model's curve peaks, and its value there."""
+def peak_finding(
+    df: pd.DataFrame,
+    what: str,
+    unit: str = "",
+    fmt: str = ".1f",
+    kind: str = "block",
+    lowest: bool = False,
+) -> str:
+    """Where each model's curve peaks (or dips, ``lowest``), and its value there."""
     out = []
     for model, g in per_model(df):
-        m = int(np.argmax(g["mean"].to_numpy()))
+        v = g["mean"].to_numpy()
+        m = int(np.argmin(v) if lowest else np.argmax(v))
         last = " (the last one)" if m == len(g) - 1 else ""
         out.append(
-            f"**{model}**: {what} peaks at {where(g, m, 'block')}{last}, "
-            f"{format(float(g['mean'].iloc[m]), fmt)}{unit}."
+            f"**{model}**: {what} {'is lowest' if lowest else 'peaks'} at {where(g, m, kind)}"
+            f"{last}, {format(float(v[m]), fmt)}{unit}."
         )
     return " ".join(out)
 

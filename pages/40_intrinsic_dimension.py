@@ -7,9 +7,11 @@ representations, by relative depth, for every model.
 import streamlit as st
 
 from app import charts, data, notebooks, predict, ui
+from app.claims_views import peak_finding
 from app.representation_views import (
     ESTIMATORS,
     ID_METHOD,
+    ID_NOTE,
     POOLINGS,
     SCALES,
     datasets,
@@ -50,15 +52,9 @@ def curves() -> None:
     predict.show("id_dims", charts.depth_lines(df, "intrinsic dimension (dimensions)"), df)
     st.markdown("**Number of distinct points behind each estimate** (the estimate depends on it):")
     st.dataframe(id_points_summary(df), hide_index=True)
-    st.markdown(
-        "**What to notice.** Seed 000 reports that models of every size start using many "
-        "dimensions around 40 % of their depth; Valeriani et al. find the ID rises, then falls "
-        "to a minimum in intermediate layers where representations are most semantic. Compare "
-        "the *shape* across models, not the absolute level: with tens to hundreds of texts in "
-        "a space of 576-640 dimensions, every estimator is biased low, and the PCA dimensions "
-        "cannot exceed the number of texts. With last-token vectors, the embedding layer (depth 0) "
-        "often has very few distinct points: many texts end in the same token."
-    )
+    st.markdown(ID_NOTE)
+    past = df[df["layer"] > 0]  # the embeddings (state 0) hold tokens, not context
+    ui.findings(peak_finding(past, "after the embeddings, the ID", " dimensions", kind="state"))
     ui.download(df, f"intrinsic_dimension_{estimator}_{pooling}_{dataset}")
     notebooks.button(df, f"intrinsic_dimension_{estimator}", ID_METHOD, "intrinsic dimension")
     scale_panel(estimator, pooling, dataset)

@@ -7,6 +7,7 @@ LiDAR, DiME) -- layer by layer, by relative depth.
 import streamlit as st
 
 from app import charts, ui
+from app.claims_views import peak_finding
 from app.quality_views import (
     QUALITY_METHOD,
     QUALITY_METRICS,
@@ -65,12 +66,14 @@ def overview(dataset: str) -> None:
     )
     st.altair_chart(chart, width="stretch")
     st.markdown(
-        "**What to notice.** Skean et al. find that the best layers for downstream tasks are "
+        "**What to look for.** Skean et al. find that the best layers for downstream tasks are "
         "often in the middle, where prompt entropy dips (the model compresses each prompt), "
         "while invariance metrics (low InfoNCE, high LiDAR and DiME) are best. Curvature below "
         "2π/3 ≈ 2.09 rad means token trajectories are straighter than random. Each line is "
         "scaled to its own range here: read positions of peaks and dips, not heights."
     )
+    pe = one[one["metric"] == "prompt_entropy"]
+    ui.findings(peak_finding(pe, "prompt entropy", fmt=".3f", kind="state", lowest=True))
     ui.download(one, f"quality_overview_{model}_{dataset}", key="dl-q-all")
 
 
