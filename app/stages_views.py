@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from app import data, live
+from app import claims_views, data, live
 from precompute.stats.segmentation import segment_models
 
 
@@ -195,6 +195,16 @@ def curves(keys: list[str]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ stage map
+
+
+def signature_sizes(keys: list[str]) -> str:
+    """How many documents stand behind each signature, per model (the stage map's n)."""
+    parts = []
+    for key in keys:
+        text = claims_views.sample_size(curve(key), BY_KEY[key].label)
+        if text:
+            parts.append(text.removeprefix("n per point (").replace("):", ":", 1).rstrip("."))
+    return ("n per point -- " + "; ".join(parts) + ".") if parts else ""
 
 
 def stage_map(

@@ -7,7 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from app.stages_views import BY_KEY, STAGE_KEYS, stage_map
+from app.claims_views import boundary_finding
+from app.stages_views import BY_KEY, STAGE_KEYS, signature_sizes, stage_map
 
 METHOD_NOTE = (
     "**How the boundaries are estimated.** (1) Each signature is min-max normalised to [0, 1] "
@@ -19,9 +20,9 @@ METHOD_NOTE = (
     "Nothing in the estimator knows the paper's four stages: if its boundaries land at similar "
     "relative depths in every model, the stages are a shared property of the models; if they "
     "don't, the hypothesis is in doubt for these models. The estimator is tested on synthetic "
-    "step signals (exact recovery, with and without noise). Caveats: few layers (18 and 30) "
-    "and few documents; normalisation gives every signature equal weight; the segmentation "
-    "always returns K segments, even where the data has no clear steps."
+    "step signals (exact recovery, with and without noise). Caveats: few layers and few "
+    "documents (see the counts above); normalisation gives every signature equal weight; the "
+    "segmentation always returns K segments, even where the data has no clear steps."
 )
 
 
@@ -80,15 +81,16 @@ def main() -> None:
             columns=[f"boundary {c}" for c in range(1, 4)],
         )
         st.dataframe(pd.concat([table, paper]) if k == 4 else table, width="stretch")
+    n_layers = (mat.groupby("model")["layer"].max() + 1).to_dict()
+    ui.findings(boundary_finding(bounds, n_layers))
+    st.caption(signature_sizes(list(avail)))
     st.markdown(
-        "**What to notice.** Look for the boundaries that every model shares. The first one is "
-        "usually early and sharp (locality, input repetition and the attention/MLP ratio all drop "
-        "together: the end of detokenization); the last one is usually close to the end, where "
-        "the MLP norm, suppression neurons and entropy change (sharpening). The middle boundary "
-        "is the least certain -- compare it with the paper's 0.5. With one layer allowed per "
-        "stage, the estimator tends to spend boundaries on the first and last blocks, which "
-        "stand out in almost every signature; raise the fewest layers per stage to see the "
-        "coarser split."
+        "**What to look for.** Which boundaries do all models share? Does the first fall early, "
+        "where locality, input repetition and the attention/MLP ratio drop together (the end of "
+        "detokenization)? Is the last near the end, where the MLP norm, suppression neurons and "
+        "entropy change (sharpening)? Compare the middle one with the paper's 0.5. With one "
+        "layer allowed per stage the estimator can spend boundaries on the first and last "
+        "blocks; raise the fewest layers per stage to see the coarser split."
     )
     st.markdown(METHOD_NOTE)
     ui.download(mat, "stage_map_signatures")
