@@ -175,3 +175,10 @@ def models_table() -> pd.DataFrame:
         lambda p: p.get("quantization") or p.get("revision") or p.get("source")
     )
     return df.drop(columns=["provenance_json"])
+
+
+def methods_present() -> pd.DataFrame:
+    """Each method in the loaded results with its number of models (``method, models``)."""
+    return query(
+        "SELECT method, count(DISTINCT model) AS models FROM runs GROUP BY ALL ORDER BY method"
+    )

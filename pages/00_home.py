@@ -8,14 +8,26 @@ import streamlit as st
 from app import data, ui
 
 QUESTIONS = [
-    ("What do the early layers do?", "Early layers", "Lad et al. 2024; seed 000"),
-    ("When does the model know the answer?", "Logit lens", "nostalgebraist 2020; seed 000"),
-    ("Does the lens repeat the input token early on?", "Logit lens", "seed 000"),
+    ("What do the early layers do?", "Early layers", "Lad et al. 2024; Gandikota et al."),
+    ("When does the model know the answer?", "Logit lens", "nostalgebraist 2020; Gandikota et al."),
+    (
+        "Does the lens repeat the input token early on?",
+        "Logit lens",
+        "Gandikota et al. (Evolution of LLM Stages)",
+    ),
     ("What happens if a layer is deleted or swapped?", "Delete or swap a layer", "Lad et al. 2024"),
     ("Where are facts stored?", "Where are facts stored?", "Meng et al. 2022"),
     ("When is a fact moved to the predicting position?", "When is the fact moved?", "Geva 2023"),
-    ("When does the model use most of its dimensions?", "Intrinsic dimension", "seed 000"),
-    ("How do representations evolve with depth and size?", "Representation similarity", "seed 000"),
+    (
+        "When does the model use most of its dimensions?",
+        "Intrinsic dimension",
+        "Gandikota et al. (Evolution of LLM Stages)",
+    ),
+    (
+        "How do representations evolve with depth and size?",
+        "Representation similarity",
+        "Gandikota et al. (Evolution of LLM Stages)",
+    ),
     ("Do early layers guess and later layers refine?", "Guess, then refine", "Gupta et al. 2025"),
 ]
 
@@ -66,7 +78,7 @@ def main() -> None:
         width="stretch",
         column_config={"parameters": st.column_config.NumberColumn(format="compact")},
     )
-    methods = data.query("SELECT method, count(DISTINCT model) AS models FROM runs GROUP BY ALL")
+    methods = data.methods_present()
     st.caption(
         "Methods present: "
         + ", ".join(f"{r.method} ({r.models} models)" for r in methods.itertuples())
