@@ -178,9 +178,76 @@ def window_layers(center: int, window: int, n_layers: int) -> range:
     return range(max(0, center - window // 2), min(n_layers, center - (-window // 2)))
 
 
-def scaled_window(n_layers: int, fraction: float = 0.2) -> int:
+#: ROME's token groups of a fact prompt, in reading order.
+TOKEN_GROUPS = (
+    "before",
+    "first_subject",
+    "middle_subject",
+    "last_subject",
+    "first_subsequent",
+    "further",
+    "last",
+)
+
+
+def token_groups(n_tokens: int, b: int, e: int) -> list[str]:
+    """ROME's token groups: each position gets exactly one group.
+
+    Priority: the last token, then last / first / middle subject token, then the first subsequent
+    token; a one-token subject is its own ``last_subject`` token.
+    """
+    out = []
+    for t in range(n_tokens):
+        if t == n_tokens - 1:
+            out.append("last")
+        elif t < b:
+            out.append("before")
+        elif t == e - 1:
+            out.append("last_subject")
+        elif t == b:
+            out.append("first_subject")
+        elif t < e:
+            out.append("middle_subject")
+        elif t == e:
+            out.append("first_subsequent")
+        else:
+            out.append("further")
+    return out
+
+
+#: The share of the blocks an ``auto`` window covers: the papers' 9-10 of 48 blocks.
+WINDOW_FRACTION = 0.2
+
+
+def scaled_window(n_layers: int, fraction: float = WINDOW_FRACTION) -> int:
     """A window about ``fraction`` of the depth (the papers' 9-10 of 48 blocks), at least 1."""
     return max(1, round(fraction * n_layers))
+
+
+def parse_windows(spec: str | int, n_layers: int) -> list[tuple[str, int]]:
+    """Read a window setting: ``"auto,1"`` -> ``[("Wauto", round(L/5)), ("W1", 1)]``.
+
+    ``auto`` scales the window to the depth (:func:`scaled_window`); a number is that many
+    layers. The first entry is the main window. Each comes with its ``variant`` name.
+
+    Raises:
+        ValueError: An entry that is neither ``auto`` nor a positive whole number.
+    """
+    out: list[tuple[str, int]] = []
+    for part in str(spec).split(","):
+        part = part.strip().lower()
+        if part == "auto":
+            out.append(("Wauto", scaled_window(n_layers)))
+        elif part.isdigit() and int(part) >= 1:
+            out.append((f"W{int(part)}", int(part)))
+        else:
+            raise ValueError(
+                f"Window {part!r} is not valid: use 'auto' (about a fifth of the blocks) or a "
+                "number of layers >= 1, comma-separated (e.g. 'auto,1')."
+            )
+    if not out:
+        raise ValueError("Give at least one window, e.g. 'auto'.")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

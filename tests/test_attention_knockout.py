@@ -16,6 +16,7 @@ from precompute.methods.attention_knockout import (
     clean_prediction,
     knockout_fact,
     process,
+    result_records,
     run_one,
 )
 from precompute.model.knockout import IMPLS, Cut, knockout_logprobs
@@ -157,7 +158,7 @@ def test_process_rows_and_wrong_facts(tiny_models):
         schema.conform(table, frame)  # what the job writer does: no NaN in typed columns
     m = right["metrics"]
     knock = m[m["layer_kind"] == "window_center"]
-    assert len(knock) == 3 * 3 * lm.n_layers  # 3 key sets x 3 metrics x L centres
+    assert len(knock) == len(BLOCK_SETS) * 3 * lm.n_layers  # key sets x 3 metrics x L centres
     assert knock["rel_depth"].between(0, 1).all() and knock["value"].notna().all()
     assert set(knock["variant"]) == {"W3"}
     summ = m[m["layer_kind"] == "summary"].set_index(["prompt_id", "metric"])["value"]
@@ -169,6 +170,34 @@ def test_process_rows_and_wrong_facts(tiny_models):
     assert not (wm["layer_kind"] == "window_center").any()  # a wrong fact is not knocked out
     assert wm.loc[wm["metric"] == "answer_correct", "value"].tolist() == [0.0]
     assert wrong["fact_checks"]["correct"].tolist() == [False]
+
+
+def test_scaled_window_and_w1_beside_it(tiny_models):
+    from precompute.facts import scaled_window
+
+    lm = tiny_models["tiny-llama"]
+    ctx = RunContext(lm.name, "attention_knockout", "facts", "run")
+    m = process(lm, _items(lm, True)[:1], KnockoutConfig(), ctx)["metrics"]  # window "auto,1"
+    knock = m[m["layer_kind"] == "window_center"]
+    assert set(knock["variant"]) == {"Wauto", "W1"}
+    windows = m[m["metric"] == "window"].set_index("variant")["value"]
+    assert windows["Wauto"] == scaled_window(lm.n_layers) and windows["W1"] == 1
+    w1 = knockout_fact(lm, PROMPT, SUBJECT, window=1).rel_diff["subject"]
+    stored = knock[(knock["variant"] == "W1") & (knock["grp"] == "subject")]
+    stored = stored[stored["metric"] == "relative_diff_pct"].sort_values("layer")["value"]
+    assert stored.tolist() == w1
+    with pytest.raises(ValueError, match="auto"):
+        process(lm, _items(lm, True)[:1], KnockoutConfig(window="auto,zero"), ctx)
+
+
+def test_first_position_is_its_own_key_set(tiny):
+    r = knockout_fact(tiny, PROMPT, SUBJECT, window=2)
+    assert not math.isnan(r.p_new["first"][0])  # "The" comes before the subject
+    assert block_keys("first", 2, 4, 7) == [0] and 0 not in block_keys("non_subject", 2, 4, 7)
+    at0 = knockout_fact(tiny, "Eiffel Tower is located in the city of", "Eiffel Tower", window=2)
+    assert at0.subject_at_pos0 and all(math.isnan(v) for v in at0.p_new["first"])
+    rows = result_records(at0, tiny.n_layers, "f")
+    assert "first" not in {row["grp"] for row in rows}  # an empty key set writes no rows
 
 
 def test_run_one_with_marked_subject(tiny_models):

@@ -218,3 +218,25 @@ def test_live_panel_equals_precompute_table(tiny_models, monkeypatch):
     shown = live_rows.set_index(["position", "layer"])["p_restored"].sort_index()
     assert len(stored) == len(shown) == fact.n_tokens * lm.n_layers
     assert (stored - shown).abs().max() == 0.0
+
+
+def test_failed_corruption_is_counted_not_averaged_and_window_scales():
+    from precompute.facts import scaled_window
+    from precompute.model.tracing import CORRUPTION_MAX_RATIO
+
+    lm = load_model("tiny-llama")
+    ctx = RunContext(model=lm.name, method="causal_tracing", dataset="facts")
+    clean = trace(lm, PROMPT, SUBJECT, SMALL)
+    item = Item("f-1", PROMPT, {"subject": SUBJECT, "answer": clean.answer.strip() or "x"})
+    noiseless = CausalTracingConfig(samples=2, noise_scale=0.0, noise_sigma=1.0, kinds="hidden")
+    r = trace(lm, PROMPT, SUBJECT, noiseless)
+    assert r.p_corrupt > CORRUPTION_MAX_RATIO * r.p_clean and not r.corruption_ok
+    assert r.window == scaled_window(lm.n_layers)  # "auto": about a fifth of the blocks
+    m = conform("metrics", process(lm, [item], noiseless, ctx)["metrics"])
+    facts = m[m["layer_kind"] == "fact"].set_index("metric")["value"]
+    assert facts["corruption_ok"] == 0.0 and facts["window"] == scaled_window(lm.n_layers)
+    averaged = m[(m["position"] == -1) & (m["layer_kind"] == "block")]
+    assert averaged.empty  # recorded, but left out of the averages
+    with pytest.raises(ValueError, match="auto"):
+        trace(lm, PROMPT, SUBJECT, CausalTracingConfig(window="ten", noise_sigma=0.5))
+    assert trace(lm, PROMPT, SUBJECT, CausalTracingConfig(window=1, noise_sigma=0.5)).window == 1

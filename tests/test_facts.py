@@ -7,6 +7,7 @@ import pytest
 from precompute.facts import (
     answer_matches,
     fact_parts,
+    parse_windows,
     scaled_window,
     split_marked,
     subject_tokens,
@@ -117,3 +118,8 @@ def test_window_rule():
     for w in range(1, 12):  # W layers, centred, fewer only at the ends
         assert all(len(window_layers(c, w, 30)) == w for c in range(w, 30 - w))
     assert scaled_window(48) == 10 and scaled_window(30) == 6 and scaled_window(2) == 1
+    assert parse_windows("auto,1", 30) == [("Wauto", 6), ("W1", 1)]
+    assert parse_windows(9, 18) == [("W9", 9)]  # a stored integer config still reads
+    for bad in ("", "0", "auto,-1", "wide"):
+        with pytest.raises(ValueError, match="auto"):
+            parse_windows(bad, 30)

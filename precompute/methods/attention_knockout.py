@@ -6,8 +6,16 @@ layer ``l`` (``[max(0, l - W//2), min(L, l + ceil(W/2)))``), in every head, by s
 pre-softmax score to -inf so the remaining keys are renormalised. The key sets (``grp``):
 
 * ``subject``: the subject tokens ``E``;
-* ``non_subject``: every key ``j < q`` outside ``E``;
-* ``last``: ``q`` itself.
+* ``non_subject``: every key ``0 < j < q`` outside ``E`` (position 0 is its own set: before
+  2026-11 it was included here, and cutting the attention sink alone made most of the
+  "non-subject hurts early" effect);
+* ``last``: ``q`` itself;
+* ``first``: position 0 (the start token or attention sink) when it is not a subject token;
+  an empty set when the subject starts the prompt (no rows then).
+
+Windows (``window``): ``auto`` is about a fifth of the blocks (``facts.scaled_window``, the papers'
+9-10 of 48), recorded per fact as a ``window`` summary row, variant ``Wauto``; a number ``W`` gives
+variant ``W{W}``. The default ``auto,1`` draws the W = 1 curves beside the scaled ones.
 
 The read-out is the clean prediction ``o = argmax p(. | prompt)`` (GEVA, not the gold string):
 ``relative_diff_pct = 100 (p_new(o) - p_base(o)) / p_base(o)``. Two implementations that must agree
@@ -18,7 +26,7 @@ models (Llama, Gemma) keys and values are shared by groups of query heads, but s
 head, so the cut is applied to every query head. A query never loses all its keys: ``subject`` and
 ``non_subject`` leave ``q`` itself, and ``last`` leaves every earlier key (checked, else NaN).
 
-Rows (``metrics``, ``layer_kind = "window_center"``, ``grp`` = key set, ``variant = "W{W}"``):
+Rows (``metrics``, ``layer_kind = "window_center"``, ``grp`` = key set, ``variant`` = window):
 ``relative_diff_pct`` (percent), ``p_new`` and ``p_base`` (prob) per fact and centre layer.
 Per fact, ``layer_kind = "summary"`` rows (``layer = -1``, ``rel_depth = -1``, not a depth):
 ``answer_correct`` (1 when the model's top token is the answer's first token; only those facts are
@@ -31,12 +39,14 @@ Example:
     >>> lm = load_model("tiny-gpt2")
     >>> prompt = "The Eiffel Tower is located in the city of"
     >>> r = knockout_fact(lm, prompt, "Eiffel Tower", window=3)
-    >>> sorted(r.rel_diff) == ["last", "non_subject", "subject"]
+    >>> sorted(r.rel_diff) == ["first", "last", "non_subject", "subject"]
     True
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -47,6 +57,7 @@ from precompute.facts import (
     fact_check_row,
     fact_parts,
     metrics_frame,
+    parse_windows,
     prompt_row,
     split_marked,
     subject_tokens,
@@ -59,14 +70,15 @@ from precompute.model.load import LoadedModel
 from precompute.model.replay import top_token
 from precompute.types import BaseConfig, Item, RunContext, rel_depth
 
-BLOCK_SETS = ("subject", "non_subject", "last")
+BLOCK_SETS = ("subject", "non_subject", "last", "first")
 
 
 @dataclass(frozen=True)
 class KnockoutConfig(BaseConfig):
     """Defaults.
 
-    ``window`` = 9 (GEVA notebook, GPT-2 XL; seed 000 uses 4, i.e. 5 inclusive layers).
+    ``window`` = ``auto,1``: about a fifth of the blocks (GEVA's notebook uses 9 of GPT-2 XL's
+    48; seed 000 uses 4, i.e. 5 inclusive layers), and W = 1 beside it (was 9 for every model).
     ``impl`` = score hook (ours; the mask path gives the same numbers, tested).
     ``use_cache`` = True: the clean prefix's keys/values are reused (ours; same numbers, tested).
     ``n_items`` = 185 (ours: the team's whole fact set; only correct facts are knocked out).
@@ -78,7 +90,7 @@ class KnockoutConfig(BaseConfig):
     ``subject`` is used by ``run-one`` only (or mark it in brackets in the prompt).
     """
 
-    window: int = 9
+    window: str = "auto,1"
     impl: str = "score_hook"
     use_cache: bool = True
     n_items: int = 185
@@ -93,13 +105,15 @@ class KnockoutConfig(BaseConfig):
 
 
 def block_keys(grp: str, start: int, end: int, query: int) -> list[int]:
-    """Keys whose edge into ``query`` a key set blocks (``subject | non_subject | last``)."""
+    """Keys whose edge into ``query`` a key set blocks (one of ``BLOCK_SETS``)."""
     if grp == "subject":
         return list(range(start, end))
     if grp == "non_subject":
-        return [j for j in range(query) if not start <= j < end]
+        return [j for j in range(1, query) if not start <= j < end]
     if grp == "last":
         return [query]
+    if grp == "first":
+        return [] if start <= 0 < end or query == 0 else [0]
     raise ValueError(f"Unknown key set {grp!r}; use one of {BLOCK_SETS}.")
 
 
@@ -115,6 +129,7 @@ class KnockoutResult:
         rel_diff: Per key set, ``(L,)`` relative change in percent.
         window: ``W``.
         correct: Whether ``o`` is the given answer (``None`` when no answer was given).
+        variant: The rows' ``variant`` (``Wauto`` for a scaled window); default ``W{W}``.
     """
 
     fact: FactPrompt
@@ -125,6 +140,7 @@ class KnockoutResult:
     rel_diff: dict[str, list[float]]
     window: int
     correct: bool | None = None
+    variant: str = ""
 
     @property
     def subject_at_pos0(self) -> bool:
@@ -149,8 +165,10 @@ def knockout_fact(
     chunk_elems: int = 2**24,
     fact: FactPrompt | None = None,
     use_cache: bool = True,
+    groups: Sequence[str] = BLOCK_SETS,
+    variant: str = "",
 ) -> KnockoutResult:
-    """Knock out the three edge sets into the last position, window centred on every layer.
+    """Knock out each edge set into the last position, window centred on every layer.
 
     Args:
         lm: Loaded model.
@@ -164,9 +182,12 @@ def knockout_fact(
         chunk_elems: Logits held at once.
         fact: A prompt already tokenised by ``subject_tokens``.
         use_cache: Reuse the clean prefix's keys and values (see ``knockout_logprobs``).
+        groups: Key sets to cut (``BLOCK_SETS``); an empty set (``first`` when the subject starts
+            the prompt) gets NaN curves.
+        variant: The rows' ``variant`` (default ``W{window}``).
 
     Returns:
-        The curves, ``3 x L`` knocked-out probabilities in ``1 + 3L`` sequence forwards.
+        The curves: ``G x L`` knocked-out probabilities in ``1 + G L`` sequence forwards.
 
     Raises:
         ValueError: Bad subject or prompt (see ``subject_tokens``), or a negative window.
@@ -176,30 +197,31 @@ def knockout_fact(
     if fact is None:
         fact = subject_tokens(lm, prompt, subject, char_span, max_tokens)
     q, n_layers = fact.n_tokens - 1, lm.n_layers
+    keys = {g: tuple(block_keys(g, fact.start, fact.end, q)) for g in groups}
+    cut_sets = [g for g in groups if keys[g]]
     cuts = [Cut((), ())] + [  # row 0 is the clean run, in the same batch as the knockouts
-        Cut(
-            tuple(window_layers(c, window, n_layers)),
-            tuple(block_keys(g, fact.start, fact.end, q)),
-        )
-        for g in BLOCK_SETS
+        Cut(tuple(window_layers(c, window, n_layers)), keys[g])
+        for g in cut_sets
         for c in range(n_layers)
     ]
     logp = knockout_logprobs(
         lm, fact.ids, cuts, impl=impl, chunk_elems=chunk_elems, use_cache=use_cache
-    )  # (1 + 3L, V)
+    )  # (1 + G L, V)
     target = int(logp[0].argmax())
     p_base = float(logp[0, target].exp())
-    p_new = logp[1:, target].exp().view(len(BLOCK_SETS), n_layers)  # (3, L)
+    p_new = logp[1:, target].exp().view(len(cut_sets), n_layers)  # (G, L)
     rel = 100.0 * (p_new - p_base) / p_base
+    nan = [float("nan")] * n_layers
     return KnockoutResult(
         fact=fact,
         target_id=target,
         target_str=lm.tokenizer.decode([target]),
         p_base=p_base,
-        p_new={g: p_new[i].tolist() for i, g in enumerate(BLOCK_SETS)},
-        rel_diff={g: rel[i].tolist() for i, g in enumerate(BLOCK_SETS)},
+        p_new={g: p_new[cut_sets.index(g)].tolist() if keys[g] else nan for g in groups},
+        rel_diff={g: rel[cut_sets.index(g)].tolist() if keys[g] else nan for g in groups},
         window=window,
         correct=answer_matches(lm, target, answer),
+        variant=variant,
     )
 
 
@@ -208,10 +230,15 @@ def knockout_fact(
 
 
 def result_records(r: KnockoutResult, n_layers: int, prompt_id: str) -> list[dict]:
-    """Per (key set, centre layer): relative_diff_pct, p_new, p_base; plus the summary rows."""
+    """Per (key set, centre layer): relative_diff_pct, p_new, p_base; plus the summary rows.
+
+    An empty key set (NaN curve) writes no rows.
+    """
     recs = []
-    variant = f"W{r.window}"
-    for grp in BLOCK_SETS:
+    variant = r.variant or f"W{r.window}"
+    for grp in r.rel_diff:
+        if any(math.isnan(v) for v in r.rel_diff[grp]):
+            continue
         for layer in range(n_layers):
             depth = rel_depth(layer, "window_center", n_layers)
             for metric, value, unit in (
@@ -239,6 +266,7 @@ def result_records(r: KnockoutResult, n_layers: int, prompt_id: str) -> list[dic
             prompt_id, n_layers, "subject_at_pos0", r.subject_at_pos0, "fraction", variant
         )
     )
+    recs.append(summary_record(prompt_id, n_layers, "window", r.window, "count", variant))
     return recs
 
 
@@ -252,8 +280,9 @@ def process(
     never silently lost.
     """
     recs, prompts, checks = [], [], []
-    variant = f"W{cfg.window}"
     n_layers = lm.n_layers
+    windows = parse_windows(cfg.window, n_layers)
+    variant = windows[0][0]  # the main window labels the per-fact summary rows
     for item in items[:: max(1, cfg.stride)]:
         pid = item.prompt_id
         prompt, subject, answer, _ = fact_parts(item)
@@ -268,17 +297,19 @@ def process(
         recs.append(summary_record(pid, n_layers, "answer_correct", correct, "fraction", variant))
         if not correct:
             continue
-        r = knockout_fact(
-            lm,
-            prompt,
-            window=cfg.window,
-            answer=answer,
-            impl=cfg.impl,
-            use_cache=cfg.use_cache,
-            chunk_elems=cfg.chunk_elems,
-            fact=fact,
-        )
-        recs += result_records(r, n_layers, pid)
+        for name, w in windows:
+            r = knockout_fact(
+                lm,
+                prompt,
+                window=w,
+                answer=answer,
+                impl=cfg.impl,
+                use_cache=cfg.use_cache,
+                chunk_elems=cfg.chunk_elems,
+                fact=fact,
+                variant=name,
+            )
+            recs += result_records(r, n_layers, pid)
         prompts.append(prompt_row(lm, ctx, pid, fact.text, fact.ids))
     out = {"metrics": metrics_frame(ctx, recs)}
     if prompts:
@@ -299,22 +330,26 @@ def run_one(lm: LoadedModel, prompt: str, cfg: KnockoutConfig) -> pd.DataFrame:
     subject = cfg.subject
     if not subject:
         prompt, subject = split_marked(prompt)
-    r = knockout_fact(
-        lm,
-        prompt,
-        subject,
-        window=cfg.window,
-        impl=cfg.impl,
-        use_cache=cfg.use_cache,
-        max_tokens=cfg.max_tokens,
-        chunk_elems=cfg.chunk_elems,
-    )
-    return result_frame(r, lm.n_layers, lm.name)
+    fact = subject_tokens(lm, prompt, subject, max_tokens=cfg.max_tokens)
+    frames = []
+    for name, w in parse_windows(cfg.window, lm.n_layers):
+        r = knockout_fact(
+            lm,
+            prompt,
+            window=w,
+            impl=cfg.impl,
+            use_cache=cfg.use_cache,
+            chunk_elems=cfg.chunk_elems,
+            fact=fact,
+            variant=name,
+        )
+        frames.append(result_frame(r, lm.n_layers, lm.name))
+    return pd.concat(frames, ignore_index=True)
 
 
 METHOD = Method(
     name="attention_knockout",
-    summary="Attention knockout: block subject / non-subject / last edges into the last position.",
+    summary="Attention knockout: cut subject / non-subject / last / first edges into the last.",
     config_cls=KnockoutConfig,
     dataset="facts",
     process=process,

@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from precompute.facts import (
+    TOKEN_GROUPS,
     FactPrompt,
     fact_check_row,
     fact_parts,
@@ -86,16 +87,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TOKEN_GROUPS = (
-    "before",
-    "first_subject",
-    "middle_subject",
-    "last_subject",
-    "first_subsequent",
-    "further",
-    "last",
-)
-
 
 @torch.inference_mode()
 def trace_reference(
@@ -117,6 +108,7 @@ def trace_reference(
     t0 = time.perf_counter()
     setup, _ = prepare(lm, prompt, subject, cfg, char_span)
     S, L = cfg.samples, lm.n_layers
+    window = cfg.window_for(L)
     n_tok = setup.fact.n_tokens
     batch = setup.ids.repeat(S + 1, 1)  # (S+1, T)
     noise = ("hook_embed", noise_hook(setup, 1))
@@ -127,15 +119,13 @@ def trace_reference(
         for t in traced_positions(cfg, n_tok, setup.fact.start, setup.fact.end):
             for layer in range(L):
                 span = (
-                    range(layer, layer + 1)
-                    if kind == "hidden"
-                    else window_layers(layer, cfg.window, L)
+                    range(layer, layer + 1) if kind == "hidden" else window_layers(layer, window, L)
                 )
                 fn = _restore_copies(t)
                 hooks = [noise] + [(f"blocks.{i}.{KIND_HOOK[kind]}", fn) for i in span]
                 out = forward(lm, batch, fwd_hooks=hooks)
                 scores[kind][t, layer] = float(mean_prob(out[1:, -1], setup.answer_id, S)[0])
-    return result(lm, setup, p_corrupt, scores, answer, t0)
+    return result(lm, setup, p_corrupt, scores, answer, t0, window)
 
 
 def _restore_copies(t: int):
@@ -156,8 +146,11 @@ def trace_records(r: TraceResult, n_layers: int, prompt_id: str, cfg: CausalTrac
     * per cell (``position = t``, ``grp`` = token group): ``p_restored`` and ``indirect_effect``;
     * per token group and layer (``position = -1``, so ``metrics_agg`` averages over facts, each
       fact's middle / further tokens averaged first): ``indirect_effect`` and ``p_restored``;
+      only for facts whose corruption worked (``TraceResult.corruption_ok``), so a fact the
+      noise does not hurt is counted but not averaged in;
     * per fact (``layer_kind = fact``): ``p_clean``, ``p_corrupt``, ``total_effect``,
-      ``correct``, ``noise_sigma``, ``subject_start``, ``subject_end``.
+      ``correct``, ``noise_sigma``, ``subject_start``, ``subject_end``, ``window`` and
+      ``corruption_ok`` (1 / 0: its mean times its n counts the facts left out).
     """
     groups = r.groups()
     recs = []
@@ -192,7 +185,7 @@ def trace_records(r: TraceResult, n_layers: int, prompt_id: str, cfg: CausalTrac
                         unit="prob",
                     )
                 )
-        for g in TOKEN_GROUPS:
+        for g in TOKEN_GROUPS if r.corruption_ok else ():
             rows = [t for t in range(r.n_tokens) if groups[t] == g]
             if not rows:
                 continue
@@ -229,6 +222,8 @@ def fact_records(r: TraceResult, n_layers: int, prompt_id: str) -> list[dict]:
         "subject_start": (b, "count"),
         "subject_end": (e, "count"),
         "answer_id": (r.answer_id, "count"),
+        "window": (r.window, "count"),
+        "corruption_ok": (float(r.corruption_ok), "fraction"),
     }
     if r.correct is not None:
         vals["correct"] = (float(r.correct), "fraction")

@@ -29,21 +29,32 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from precompute.facts import FactPrompt, answer_matches, subject_tokens, window_layers
+from precompute.facts import (
+    FactPrompt,
+    answer_matches,
+    parse_windows,
+    subject_tokens,
+    token_groups,
+    window_layers,
+)
 from precompute.model.load import LoadedModel
 from precompute.model.replay import Replay, capture, forward, run_from
 from precompute.types import BaseConfig
 
 KINDS = ("hidden", "mlp", "attn")
 KIND_HOOK = {"hidden": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
+#: A fact's corruption failed when ``p_corrupt > CORRUPTION_MAX_RATIO * p_clean``.
+CORRUPTION_MAX_RATIO = 0.5
 
 
 @dataclass(frozen=True)
 class CausalTracingConfig(BaseConfig):
     """Defaults.
 
-    ``samples`` S = 10, ``noise_scale`` 3 (nu = 3 sigma), ``window`` W = 10, ``seed`` 1
-    (``RandomState(1)``) and "correct facts only" are ROME's (METHODS.md B1, G).
+    ``samples`` S = 10, ``noise_scale`` 3 (nu = 3 sigma), ``seed`` 1 (``RandomState(1)``) and
+    "correct facts only" are ROME's (METHODS.md B1, G). ``window`` = ``auto``: about a fifth of
+    the blocks (ROME's W = 10 of 48; ``facts.scaled_window``), recorded per fact as a ``window``
+    row; a number sets W (``1`` restores one layer). Was 10 for every model (56 % of Gemma-3's 18).
     Ours: ``n_items`` = 24 facts (CPU budget); ``noise_ref`` = the subjects of the team's facts file
     (ROME measures sigma over the subjects of the file it traces; a fixed reference set gives every
     chunk and every live trace the same sigma); ``noise_sigma`` > 0 overrides the measured sigma;
@@ -60,13 +71,20 @@ class CausalTracingConfig(BaseConfig):
     noise_scale: float = 3.0
     noise_sigma: float = 0.0
     noise_ref: str = "facts"
-    window: int = 10
+    window: str = "auto"
     kinds: str = "hidden,mlp,attn"
     token_range: str = "all"
     seed: int = 1
     max_tokens: int = 32
     batch_seqs: int = 320
     stride: int = 1
+
+    def window_for(self, n_layers: int) -> int:
+        """The window W for a model of ``n_layers`` blocks (``auto`` scales it to the depth)."""
+        windows = parse_windows(self.window, n_layers)
+        if len(windows) != 1:
+            raise ValueError(f"Causal tracing takes one window, got {self.window!r}.")
+        return windows[0][1]
 
     def kind_list(self) -> list[str]:
         """Return the kinds to trace, validated."""
@@ -79,31 +97,6 @@ class CausalTracingConfig(BaseConfig):
 
 class TraceCancelled(RuntimeError):
     """The progress callback asked to stop."""
-
-
-def token_groups(n_tokens: int, b: int, e: int) -> list[str]:
-    """ROME's token groups: each position gets exactly one group.
-
-    Priority: the last token, then last / first / middle subject token, then the first subsequent
-    token; a one-token subject is its own ``last_subject`` token.
-    """
-    out = []
-    for t in range(n_tokens):
-        if t == n_tokens - 1:
-            out.append("last")
-        elif t < b:
-            out.append("before")
-        elif t == e - 1:
-            out.append("last_subject")
-        elif t == b:
-            out.append("first_subject")
-        elif t < e:
-            out.append("middle_subject")
-        elif t == e:
-            out.append("first_subsequent")
-        else:
-            out.append("further")
-    return out
 
 
 @dataclass
@@ -122,6 +115,7 @@ class TraceResult:
         correct: The clean answer matches the fact's answer (``None`` without an answer).
         scores: ``kind -> (T, L)`` ``p_restored``; rows before the subject equal ``p_corrupt``.
         seconds: Wall time of the trace.
+        window: The window W used for ``mlp`` / ``attn``.
     """
 
     ids: torch.Tensor
@@ -135,6 +129,16 @@ class TraceResult:
     correct: bool | None = None
     scores: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
+    window: int = 0
+
+    @property
+    def corruption_ok(self) -> bool:
+        """The noise worked: ``p_corrupt <= CORRUPTION_MAX_RATIO * p_clean`` (our rule).
+
+        A fact whose corrupted probability stays above half the clean one has nothing to
+        restore; it is recorded but left out of the averages.
+        """
+        return self.p_corrupt <= CORRUPTION_MAX_RATIO * self.p_clean
 
     @property
     def n_tokens(self) -> int:
@@ -244,8 +248,9 @@ def prepare(
             f"The prompt has {fact.n_tokens} tokens; causal tracing takes at most "
             f"{cfg.max_tokens}. Shorten it to one sentence that ends where the answer should come."
         )
-    if cfg.samples < 1 or cfg.window < 1:
-        raise ValueError("samples and window must be at least 1.")
+    if cfg.samples < 1:
+        raise ValueError("samples must be at least 1.")
+    cfg.window_for(lm.n_layers)  # a bad window is refused before any forward pass
     sigma = noise_sigma(lm, cfg)
     names = [f"blocks.{i}.{KIND_HOOK[k]}" for k in cfg.kind_list() for i in range(lm.n_layers)]
     rep = capture(lm, fact.ids, names=names)
@@ -274,7 +279,9 @@ def mean_prob(logits: torch.Tensor, o: int, samples: int) -> torch.Tensor:
     return p.reshape(-1, samples).mean(-1)
 
 
-def result(lm: LoadedModel, setup: Setup, p_corrupt: float, scores: dict, answer, t0: float):
+def result(
+    lm: LoadedModel, setup: Setup, p_corrupt: float, scores: dict, answer, t0: float, window: int
+) -> TraceResult:
     """Assemble a :class:`TraceResult`."""
     return TraceResult(
         ids=setup.ids[0].cpu(),
@@ -288,6 +295,7 @@ def result(lm: LoadedModel, setup: Setup, p_corrupt: float, scores: dict, answer
         correct=answer_matches(lm, setup.answer_id, answer),
         scores=scores,
         seconds=time.perf_counter() - t0,
+        window=window,
     )
 
 
@@ -329,6 +337,7 @@ def trace(
     t0 = time.perf_counter()
     setup, rep = prepare(lm, prompt, subject, cfg, char_span)
     S, L = cfg.samples, lm.n_layers
+    window = cfg.window_for(L)
     b, e = setup.fact.start, setup.fact.end
     n_tok = setup.fact.n_tokens
     clean = {
@@ -366,7 +375,7 @@ def trace(
             h[rows, tpos] = clean["hidden"][layer, tpos]
             out = run_from(lm, rep, h, layer + 1)
         else:
-            span = window_layers(layer, cfg.window, L)
+            span = window_layers(layer, window, L)
             h = corr_pre[span.start].repeat(len(pos), 1, 1)  # (B, T, D)
             hooks = [
                 (f"blocks.{i}.{KIND_HOOK[kind]}", _restore_hook(clean[kind], i, rows, tpos))
@@ -376,4 +385,4 @@ def trace(
         scores[kind][pos, layer] = mean_prob(out, setup.answer_id, S).cpu()
         if progress is not None and progress((j + 1) / len(jobs)) is False:
             raise TraceCancelled("Trace cancelled.")
-    return result(lm, setup, p_corrupt, scores, answer, t0)
+    return result(lm, setup, p_corrupt, scores, answer, t0, window)
