@@ -47,6 +47,21 @@ DEFINITIONS = (
     "- **Entropy change** in bits and **loss change** in nats: intervened minus normal."
 )
 
+INTRO = (
+    "Lad et al. delete one block at a time (the residual stream skips it) or run two "
+    "neighbouring blocks in swapped order, and measure how far the output distribution moves. "
+    "In their models most middle layers are dispensable and the first and last are not -- "
+    "the evidence behind their *stages* of inference. Do these models agree?"
+)
+TRY_THIS = (
+    "**Try this.** Delete block 0, then a middle block, then the last one; then swap "
+    "the same blocks. Which breaks the prediction, and which leaves it almost intact?"
+)
+
+BLOCK_NOTE = (
+    "Block l sits at relative depth l / (L − 1); the swap of blocks l and l+1 is drawn at block "
+    "l, next to the deletion of block l."
+)
 PROVENANCE = (
     "Each WikiText-2 paragraph is cut to its first `max_tokens` tokens (the run's config, "
     "below). For every block l the model is run with that block deleted (its attention and MLP "

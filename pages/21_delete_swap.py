@@ -9,11 +9,14 @@ from app import charts, live, notebooks, predict, ui
 from app import live_panel as panel
 from app.robustness_views import (
     ACTIONS,
+    BLOCK_NOTE,
     DEFINITIONS,
     INTERVENTIONS,
+    INTRO,
     METHODS,
     METRICS,
     PROVENANCE,
+    TRY_THIS,
     depth_frame,
     edge_summary,
     finding,
@@ -63,12 +66,7 @@ def precomputed() -> None:
     predict.show(
         "delete_hurts", charts.depth_lines(df, f"{label} ({unit})", stroke_dash="intervention"), df
     )
-    ui.sample_caption(
-        df,
-        "paragraphs",
-        "Block l sits at relative depth l / (L − 1); the swap of blocks l and l+1 is drawn at "
-        "block l, next to the deletion of block l.",
-    )
+    ui.sample_caption(df, "paragraphs", BLOCK_NOTE)
     st.markdown(f"**What to look for.** {note}")
     ui.findings(finding(metric, full))
     st.markdown("**First, middle and last blocks side by side:**")
@@ -124,10 +122,7 @@ def live_panel() -> None:
     m2.metric("mean KL over positions", f"{res['kl_mean']:.3f} nats")
     m3.metric("top-1 agreement", f"{res['top1_same']:.0%}")
     ui.before_after(res["before"], res["after"], "normal model", "after the intervention")
-    st.markdown(
-        "**Try this.** Delete block 0, then a middle block, then the last one; then swap "
-        "the same blocks. Which breaks the prediction, and which leaves it almost intact?"
-    )
+    st.markdown(TRY_THIS)
     ui.download(live_table(res), "delete_swap_live", key="dl-ds-live")
 
 
@@ -142,12 +137,7 @@ def main() -> None:
             ("Lad et al.'s code", "https://github.com/vdlad/Remarkable-Robustness-of-LLMs"),
         ],
     )
-    st.markdown(
-        "Lad et al. delete one block at a time (the residual stream skips it) or run two "
-        "neighbouring blocks in swapped order, and measure how far the output distribution moves. "
-        "In their models most middle layers are dispensable and the first and last are not -- "
-        "the evidence behind their *stages* of inference. Do these models agree?"
-    )
+    st.markdown(INTRO)
     with st.expander("Definitions"):
         st.markdown(DEFINITIONS)
     precomputed()

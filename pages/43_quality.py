@@ -39,6 +39,7 @@ def one_metric(dataset: str) -> None:
         return
     st.caption(f"**{label}.** {text}")
     st.altair_chart(charts.depth_lines(df, f"{label} ({unit})"), width="stretch")
+    ui.sample_caption(df, "prompts (1 = one value over the whole prompt set)")
     views = sorted(v for v in df["grp"].unique() if v)
     if views:
         st.caption(
