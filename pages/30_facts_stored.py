@@ -30,18 +30,15 @@ def curves() -> None:
     """Show (a) the average indirect effect by token group, all models on relative depth."""
     st.subheader("Across models: which layers carry the fact, at which token?")
     ui.badge("precomputed")
+    st.session_state.setdefault("ct_kind", "mlp")
     have = datasets()
     if not have:
         ui.no_results(METHOD)
         return
     c1, c2 = st.columns(2)
     dataset = ui.choice(c1, "Facts", have, DATASETS, key="ct_dataset", bind="query-params")
-    kind = (
-        c2.segmented_control(
-            "Restored", list(KINDS), default="mlp", key="ct_kind", bind="query-params"
-        )
-        or "mlp"
-    )
+    kind = c2.segmented_control("Restored", list(KINDS), key="ct_kind", bind="query-params")
+    kind = kind or "mlp"
     groups = st.multiselect(
         "Token groups",
         list(GROUPS),
