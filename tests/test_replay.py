@@ -160,3 +160,26 @@ def test_twenty_sessions_get_their_own_numbers(arch, tiny_models, monkeypatch):
     assert errors == []
     assert mismatches == []
     assert not lm.lock.locked()
+
+
+def test_a_long_trace_lets_a_short_request_in_between_steps(tiny_models):
+    """Each replay step takes and releases the model lock: a long trace does not hold it."""
+    from precompute.model.tracing import CausalTracingConfig, trace
+
+    lm = tiny_models["tiny-llama"]
+    cfg = CausalTracingConfig(samples=2, window=2, noise_sigma=0.5, batch_seqs=2, kinds="hidden")
+    prompt = "The Eiffel Tower is located in the city of"
+    seen: list[float] = []
+    started = threading.Event()
+
+    def progress(frac: float) -> None:
+        seen.append(frac)
+        started.set()
+
+    worker = threading.Thread(target=trace, args=(lm, prompt, "Eiffel Tower", cfg, None, progress))
+    worker.start()
+    assert started.wait(60)
+    replay.forward(lm, lm.tokenize("A short lens request"))
+    steps_when_served = len(seen)
+    worker.join()
+    assert seen[-1] == 1.0 and steps_when_served < len(seen)  # served while the trace still ran
