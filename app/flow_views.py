@@ -20,7 +20,7 @@ EDGES = {
     "non_subject": "non-subject → last",
     "last": "last → last",
 }
-#: Gandikota et al., "Evolution of LLM Stages" (seed 000, "Attn Knockout"): the drop sits at
+#: Gandikota et al., "Evolution of LLM Stages" (its "Attn Knockout" section): the drop sits at
 #: 40-70 % of depth in every model size.
 SEED_BAND = (0.4, 0.7)
 SEED_BAND_LABEL = "Gandikota et al. report the drop here"
