@@ -122,7 +122,7 @@ def test_process_rows(tiny_models):
     lm = tiny_models["tiny-neox"]
     items = _facts(lm, ["capital", "layer", "sat"])
     ctx = RunContext(lm.name, "activation_patching", "facts", "run")
-    out = process(lm, items, PatchingConfig(max_facts=1, candidates=2), ctx)
+    out = process(lm, items, PatchingConfig(n_pairs=1, candidates=2), ctx)
     for table, frame in out.items():
         schema.conform(table, frame)  # what the job writer does: no NaN in typed columns
     m = out["metrics"]

@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -81,8 +82,9 @@ MIN_DENOMINATOR = 1e-3
 class PatchingConfig(BaseConfig):
     """Defaults (all ours, METHODS.md B3 "Defaults (ours)").
 
-    ``max_facts`` = 40 pairs per run (B3 suggests 200; CPU budget). The whole dataset is loaded
-    (``n_items`` = 185: the team's whole file) because the swap subjects come from it.
+    ``n_pairs`` = 40 pairs per run (was ``max_facts``; B3 suggests 200; CPU budget). The whole
+    dataset is loaded (``n_items`` = 185: the team's whole file) because the swap subjects come
+    from it.
     ``candidates`` = 8 same-relation subjects tried per fact. ``batch_rows`` = 128 rows at most
     per forward pass.
     ``stride`` = 1: try every ``stride``-th fact only (ours: spans every relation of a file
@@ -90,7 +92,9 @@ class PatchingConfig(BaseConfig):
     ``subject`` / ``corrupt_subject`` are for ``run-one`` only.
     """
 
-    max_facts: int = 40
+    RENAMED: ClassVar[dict[str, str]] = {"max_facts": "n_pairs"}
+
+    n_pairs: int = 40
     stride: int = 1
     n_items: int = 185
     candidates: int = 8
@@ -310,14 +314,14 @@ def find_pair(
 def process(
     lm: LoadedModel, items: list[Item], cfg: PatchingConfig, ctx: RunContext
 ) -> dict[str, pd.DataFrame]:
-    """Precompute: the first ``max_facts`` correctly answered facts with an aligned partner.
+    """Precompute: the first ``n_pairs`` correctly answered facts with an aligned partner.
 
     Every fact seen gets ``answer_correct`` (and, when correct, ``pair_found``) rows.
     """
     recs, prompts, checks, done = [], [], [], 0
     n_layers = lm.n_layers
     for index, item in enumerate(items):
-        if done >= cfg.max_facts:
+        if done >= cfg.n_pairs:
             break
         if index % max(1, cfg.stride):
             continue

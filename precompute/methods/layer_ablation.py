@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 
@@ -40,7 +41,7 @@ class LayerAblationConfig(BaseConfig):
     ``sweep`` = ``fast`` (cached normal run) or ``reference`` (LAD's full passes); same numbers.
     """
 
-    RENAMED = {"n_docs": "n_items"}
+    RENAMED: ClassVar[dict[str, str]] = {"n_docs": "n_items"}
 
     variants: str = "block,attn,mlp"
     max_tokens: int = 64

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 
@@ -34,7 +35,7 @@ class LayerSwapConfig(BaseConfig):
     ``sweep`` = ``fast`` or ``reference`` (LAD: the model rebuilt with the two blocks exchanged).
     """
 
-    RENAMED = {"n_docs": "n_items"}
+    RENAMED: ClassVar[dict[str, str]] = {"n_docs": "n_items"}
 
     max_tokens: int = 64
     n_items: int = 16

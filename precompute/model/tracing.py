@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ class CausalTracingConfig(BaseConfig):
     fact of each relation of the team's facts), recorded facts included (was ``sample_every``).
     """
 
-    RENAMED = {"sample_every": "stride"}
+    RENAMED: ClassVar[dict[str, str]] = {"sample_every": "stride"}
 
     n_items: int = 24
     samples: int = 10
