@@ -111,3 +111,41 @@ def test_library_never_imports_a_benchmark():
 @pytest.mark.parametrize("path", OWNED, ids=lambda p: p.name)
 def test_lens_and_representation_modules_stay_small(path):
     assert len(path.read_text().splitlines()) < 400, path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_bridge_states_and_lens_match_plain_transformers(name):
+    """Issue 10 item 5: residual states and logit-lens KL from the bridge against transformers'
+    own ``output_hidden_states`` forward of the same weights (KL of the reference in float64).
+
+    Before ``vocab_dot``, Gemma's KL differed by up to 5e-3 relative: the states agreed to float32
+    rounding, but one float32 product over the 262k vocabulary rounded ``sum p_final * z``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from precompute.lenses.readout import lens_from_states
+    from precompute.model.load import cache_dir, load_model
+
+    try:
+        lm = load_model(name, device="cpu")
+    except FileNotFoundError as err:
+        pytest.skip(f"offline model not installed: {err}")
+    folder = cache_dir() / "models" / name
+    ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = lm.tokenize("The Eiffel Tower is located in the city of Paris, the capital of France.")
+    with torch.inference_mode():
+        out = ref(ids, output_hidden_states=True)
+        states, logits = residual_states(lm, ids)  # (L+1, T, D), (T, V)
+        hs = torch.stack(out.hidden_states[:-1])[:, 0]  # (L, T, D); HF's last one is normed
+        scale = hs.abs().amax((1, 2), keepdim=True)  # Gemma's states reach 1e5
+        assert float(((states[:-1] - hs).abs() / scale).max()) < 1e-5
+        torch.testing.assert_close(logits, out.logits[0].float(), rtol=0, atol=1e-3)
+        lp_final = torch.log_softmax(out.logits[0].double(), -1)  # (T, V)
+        ours = lens_from_states(lm, states, logits, ids[0], k=1).kl  # (L+1, T)
+        for i in range(lm.n_layers):
+            z = ref.lm_head(ref.model.norm(hs[i])).double()  # (T, V)
+            kl = (lp_final.exp() * (lp_final - torch.log_softmax(z, -1))).sum(-1)  # (T,)
+            big = kl > 1e-3
+            rel = ((ours[i].double() - kl).abs() / kl)[big]
+            assert float(rel.max()) < 1e-3, (name, i, float(rel.max()))

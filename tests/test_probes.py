@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from precompute.methods.probes import (
-    ProbesConfig,
-    answer_from_states,
-    keep_frequent,
-    knows_layer,
-    probe_layer,
-    probe_records,
-    process,
-)
+from precompute.methods.probes import ProbesConfig, answer_from_states, probe_records, process
 from precompute.model.internals import residual_states
 from precompute.model.load import load_model
+from precompute.stats.probing import keep_frequent, knows_layer, probe_layer
 from precompute.types import Item, RunContext
 
 
@@ -131,7 +124,7 @@ def test_smollm_last_state_decodes_its_own_answer():
 
 
 def test_template_baseline_guesses_from_the_relation_alone():
-    from precompute.methods.probes import template_baseline
+    from precompute.stats.probing import template_baseline
 
     groups = np.array(["capital"] * 20 + ["language"] * 20)
     y = np.array(["Paris"] * 20 + ["French"] * 20)
@@ -143,3 +136,47 @@ def test_template_baseline_guesses_from_the_relation_alone():
         probe_records(s, y2, ProbesConfig(min_per_class=5), 1, groups)
     )
     assert (df[df.metric == "template_acc"].groupby("layer").size() == 5).all()
+
+
+def test_within_relation_probes_cannot_read_the_template():
+    """Answers fixed by the relation: the pooled probe wins from the template alone, the
+    within-relation probe cannot (one class per relation: no relation is probed)."""
+    rng = np.random.default_rng(7)
+    groups = np.array(["capital"] * 30 + ["language"] * 30)
+    y = np.array(["Paris"] * 30 + ["French"] * 30)
+    s = rng.normal(size=(2, 60, 4))
+    s[:, :30, 0] += 5.0  # the template shows in the states
+    pooled = RunContext("m", "p", "d").metrics(probe_records(s, y, ProbesConfig(), 1, groups))
+    tmpl = pooled[pooled.metric == "template_acc"]["value"].mean()
+    assert tmpl == pytest.approx(1.0)
+    within = ProbesConfig(label_scope="within_relation")
+    with pytest.raises(ValueError, match="within-relation"):
+        probe_records(s, y, within, 1, groups)
+    # Two answers inside each relation, decodable at state 1 only: probed per relation.
+    y2 = np.array([f"{g}-{v}" for g, v in zip(groups, rng.integers(0, 2, 60))])
+    s[1, :, 1] += 6.0 * np.array([v.endswith("1") for v in y2])
+    df = RunContext("m", "p", "d").metrics(
+        probe_records(s, y2, ProbesConfig(label_scope="within_relation"), 1, groups, s[::-1])
+    )
+    acc = df[df.metric == "probe_acc"].groupby("layer")["value"].mean()
+    assert acc[1] > 0.95 and acc[0] < 0.8
+    assert set(df[df.metric == "probe_acc"]["prompt_id"].str.split("|").str[0]) == {
+        "capital",
+        "language",
+    }
+    assert "template_acc" not in set(df.metric)
+    rand = df[df.metric == "random_init_acc"].groupby("layer")["value"].mean()
+    assert rand[0] > 0.95 and rand[1] < 0.8  # the control probed the other states
+    assert (df[df.metric == "n_relations"]["value"] == 2).all()
+
+
+def test_random_twin_has_the_architecture_but_not_the_weights():
+    from precompute.methods.probes import random_twin
+
+    lm = load_model("tiny-llama")
+    twin = random_twin(lm, seed=3)
+    assert (twin.n_layers, twin.d_model, twin.d_vocab) == (lm.n_layers, lm.d_model, lm.d_vocab)
+    ids = lm.tokenize("The Eiffel Tower is in Paris")
+    a, _ = residual_states(lm, ids)
+    b, _ = residual_states(twin, ids)
+    assert a.shape == b.shape and not torch.allclose(a[1:], b[1:])

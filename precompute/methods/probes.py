@@ -17,23 +17,32 @@ Controls, so that a high accuracy means something:
 The "knows" layer (METHODS.md B3 step 7) is the first state whose mean accuracy is at least
 ``0.9 x`` the best one (``knows_layer``), and the first at least ``0.8`` (``knows_layer_abs``).
 
+Two controls against reading the template (issue 10; METHODS.md E2 pitfall), both options so the
+embedded runs rebuild unchanged:
+
+* ``label_scope = "within_relation"``: a separate probe inside each relation (classes with
+  ``min_per_class`` examples within it; relations with fewer than two such classes are skipped).
+  The template is constant within a relation, so it gives away only the relation's majority
+  answer, which is ``majority_acc`` there. Fold rows carry ``prompt_id = <relation>|fold-k``, so
+  the mean over ``prompt_id`` weighs every relation equally; ``n_relations`` counts those used.
+* ``random_control = True``: the same probes on the residual states of a randomly initialised
+  model of the same architecture (seeded), labels unchanged: ``random_init_acc``. What a random
+  network's features already decode is not knowledge.
+
 Rows (``metrics``): per fold (``prompt_id = fold-k``) and state, ``probe_acc``, ``probe_f1``
 (macro), ``control_acc``, ``selectivity``, ``majority_acc`` (fractions); per state ``n_classes`` and
-``n_examples`` (counts); one ``knows_layer`` and one ``knows_layer_abs`` row (``grp = summary``,
-``layer`` = that state, ``value`` = its index). ``metrics_agg`` then gives the mean over folds.
+``n_examples`` (counts, summed over relations); one ``knows_layer`` and one ``knows_layer_abs`` row
+(``grp = summary``, ``layer`` = that state, ``value`` = its index). ``metrics_agg`` then gives the
+mean over folds. The statistics are pure functions in :mod:`precompute.stats.probing`.
 
 Example:
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(size=(60, 5))
-    >>> y = (x[:, 0] > 0).astype(int)
-    >>> probe_layer(x, y).probe_acc.mean() > 0.8
-    True
+    >>> ProbesConfig(label_scope="within_relation").label_scope
+    'within_relation'
 """
 
 from __future__ import annotations
 
-import warnings
+import copy
 from collections import Counter
 from dataclasses import dataclass
 
@@ -45,9 +54,17 @@ from precompute.lenses.readout import lens_logits
 from precompute.methods import Method
 from precompute.model.load import LoadedModel
 from precompute.model.pooled import pooled_states
+from precompute.stats.probing import (
+    first_above,
+    keep_frequent,
+    knows_layer,
+    probe_layer,
+    template_baseline,
+)
 from precompute.types import BaseConfig, Item, RunContext
 
 LABEL_KINDS = ("model_answer", "gold_answer")
+LABEL_SCOPES = ("all", "within_relation")
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,8 @@ class ProbesConfig(BaseConfig):
     ``C = 1.0``, lbfgs, ``max_iter = 1000``, 5 folds, ``m = 10`` examples per class, seed 0
     (METHODS.md E2). ``n_items = 300`` and ``max_tokens = 64`` are ours (CPU budget; E2 suggests
     ~1,000 facts); the embedded runs on small fact sets lower ``min_per_class`` (recorded in the
-    run's config).
+    run's config). ``label_scope`` (``all`` or ``within_relation``) and ``random_control``: see
+    the module docstring (ours, issue 10).
     """
 
     label_kind: str = "model_answer"
@@ -70,166 +88,31 @@ class ProbesConfig(BaseConfig):
     knows_abs: float = 0.8
     n_items: int = 300
     max_tokens: int = 64
+    label_scope: str = "all"
+    random_control: bool = False
 
 
-@dataclass
-class ProbeResult:
-    """Cross-validated scores of one state, one entry per fold.
-
-    Attributes:
-        probe_acc, probe_f1, control_acc, majority_acc: ``(folds,)`` fractions.
-        n_classes: Number of classes kept.
-        n_examples: Number of examples kept.
-    """
-
-    probe_acc: np.ndarray
-    probe_f1: np.ndarray
-    control_acc: np.ndarray
-    majority_acc: np.ndarray
-    n_classes: int
-    n_examples: int
-
-    @property
-    def selectivity(self) -> np.ndarray:
-        """``probe_acc - control_acc`` per fold (Hewitt & Liang 2019)."""
-        return self.probe_acc - self.control_acc
-
-
-def keep_frequent(labels: np.ndarray | list, min_per_class: int) -> np.ndarray:
-    """Boolean mask of the examples whose class has at least ``min_per_class`` examples.
-
-    Raises:
-        ValueError: Fewer than two classes are left.
-    """
-    labels = np.asarray(labels)
-    counts = Counter(labels.tolist())
-    keep = np.array([counts[v] >= min_per_class for v in labels.tolist()], dtype=bool)
-    n_left = len({v for v, c in counts.items() if c >= min_per_class})
-    if n_left < 2:
-        top = ", ".join(f"{v!r}: {c}" for v, c in counts.most_common(5))
-        raise ValueError(
-            f"Probes need at least two classes with >= {min_per_class} examples each; "
-            f"{n_left} left (largest classes: {top}). Use more items or lower min_per_class."
-        )
-    return keep
-
-
-def _check_xy(x: np.ndarray, y: np.ndarray, n_folds: int) -> None:
-    if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"Features must be (N, D) with one label each; got {x.shape}, {len(y)}.")
-    if not np.isfinite(x).all():
-        raise ValueError("Features contain NaN or infinite values; the probe cannot be fitted.")
-    counts = Counter(np.asarray(y).tolist())
-    if len(counts) < 2:
-        raise ValueError("Probes need at least two classes; all labels are the same.")
-    small = {k: c for k, c in counts.items() if c < n_folds}
-    if small:
-        raise ValueError(
-            f"Stratified {n_folds}-fold cross-validation needs >= {n_folds} examples per class; "
-            f"these classes have fewer: {small}. Drop them (keep_frequent) or use fewer folds."
-        )
-
-
-def _pipeline(c: float, max_iter: int, seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(
-        StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
-    )
-
-
-def probe_layer(
-    x: np.ndarray,
-    y: np.ndarray,
-    n_folds: int = 5,
-    c: float = 1.0,
-    max_iter: int = 1000,
-    seed: int = 0,
-) -> ProbeResult:
-    """Cross-validate a standardised logistic-regression probe and its controls on one state.
-
-    Args:
-        x: Features ``(N, D)``.
-        y: Labels ``(N,)`` (any hashable values).
-        n_folds: Stratified folds (shuffled with ``seed``).
-        c: Inverse L2 strength.
-        max_iter: lbfgs iterations.
-        seed: Seed of the folds and of the control shuffle.
-
-    Returns:
-        Per-fold scores.
-
-    Raises:
-        ValueError: Bad shapes, non-finite features, one class, or a class smaller than the folds.
-    """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.model_selection import StratifiedKFold
-
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y)
-    _check_xy(x, y, n_folds)
-    y_ctrl = np.random.default_rng(seed).permutation(y)  # same class counts, no link to x
-    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    acc, f1, ctrl, maj = [], [], [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for train, test in folds.split(x, y):
-            model = _pipeline(c, max_iter, seed).fit(x[train], y[train])
-            pred = model.predict(x[test])
-            acc.append(accuracy_score(y[test], pred))
-            f1.append(f1_score(y[test], pred, average="macro", zero_division=0))
-            control = _pipeline(c, max_iter, seed).fit(x[train], y_ctrl[train])
-            ctrl.append(accuracy_score(y_ctrl[test], control.predict(x[test])))
-            top = Counter(y[train].tolist()).most_common(1)[0][0]
-            maj.append(float(np.mean(y[test] == top)))
-    return ProbeResult(
-        probe_acc=np.array(acc),
-        probe_f1=np.array(f1),
-        control_acc=np.array(ctrl),
-        majority_acc=np.array(maj),
-        n_classes=len(set(y.tolist())),
-        n_examples=len(y),
-    )
-
-
-def template_baseline(
-    y: np.ndarray, groups: np.ndarray, n_folds: int = 5, seed: int = 0
-) -> np.ndarray:
-    """Per-fold accuracy of guessing from the prompt's template alone (METHODS.md E2 pitfall).
-
-    Each test example gets the most frequent training label among examples of its group (the
-    relation / template), or the overall majority when its group is unseen. Same folds as
-    :func:`probe_layer` (same labels, folds and seed).
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    y, groups = np.asarray(y), np.asarray(groups)
-    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+def _subsets(labels: np.ndarray, groups, cfg: ProbesConfig) -> list[tuple[str, np.ndarray]]:
+    """``(prompt_id prefix, item indices)`` of each probe: all items, or one per relation."""
+    if cfg.label_scope not in LABEL_SCOPES:
+        raise ValueError(f"Unknown label_scope {cfg.label_scope!r}; use one of {LABEL_SCOPES}.")
+    if cfg.label_scope == "all":
+        return [("", np.arange(len(labels)))]
+    if groups is None:
+        raise ValueError("label_scope=within_relation needs a relation on every item.")
+    groups = np.asarray(groups, dtype=object)
     out = []
-    for train, test in folds.split(np.zeros(len(y)), y):
-        overall = Counter(y[train].tolist()).most_common(1)[0][0]
-        best = {
-            g: Counter(y[train][groups[train] == g].tolist()).most_common(1)[0][0]
-            for g in set(groups[train].tolist())
-        }
-        pred = np.array([best.get(g, overall) for g in groups[test].tolist()], dtype=object)
-        out.append(float(np.mean(pred == y[test].astype(object))))
-    return np.array(out)
-
-
-def knows_layer(acc: np.ndarray | list, frac: float = 0.9) -> int:
-    """Return the first state with accuracy >= ``frac`` x the best (METHODS.md B3 step 7)."""
-    acc = np.asarray(acc, dtype=float)
-    return int(np.argmax(acc >= frac * acc.max()))
-
-
-def first_above(acc: np.ndarray | list, threshold: float) -> int | None:
-    """First state with accuracy >= ``threshold``; ``None`` when no state reaches it."""
-    hits = np.flatnonzero(np.asarray(acc, dtype=float) >= threshold)
-    return int(hits[0]) if len(hits) else None
+    for g in sorted(set(groups.tolist())):
+        idx = np.flatnonzero(groups == g)
+        counts = Counter(labels[idx].tolist())
+        if sum(c >= cfg.min_per_class for c in counts.values()) >= 2:
+            out.append((f"{g}|", idx))
+    if not out:
+        raise ValueError(
+            f"No relation has two answers with >= {cfg.min_per_class} examples each, so no "
+            "within-relation probe can be trained. Use more facts or lower min_per_class."
+        )
+    return out
 
 
 def probe_records(
@@ -238,6 +121,7 @@ def probe_records(
     cfg: ProbesConfig,
     n_layers: int,
     groups: np.ndarray | list | None = None,
+    random_states: np.ndarray | None = None,
 ) -> list[dict]:
     """Probe every state and return ``metrics`` records.
 
@@ -245,10 +129,12 @@ def probe_records(
         states: ``(S, N, D)`` last-position residual states, ``S = L+1`` (the layout of
             :class:`precompute.model.pooled.PooledStates`).
         labels: ``(N,)`` labels.
-        cfg: Config (folds, ``C``, ``min_per_class``, thresholds).
+        cfg: Config (folds, ``C``, ``min_per_class``, thresholds, ``label_scope``).
         n_layers: ``L`` (for relative depth).
         groups: Optional ``(N,)`` template / relation of each item: adds ``template_acc`` rows
-            (the same value at every state: a flat reference line).
+            (the same value at every state: a flat reference line) when probing all items.
+        random_states: Optional ``(S, N, D)`` states of a randomly initialised twin model: adds
+            ``random_init_acc`` rows.
 
     Raises:
         ValueError: Too few examples per class, a single class, or mismatched shapes.
@@ -261,56 +147,64 @@ def probe_records(
         )
     if cfg.min_per_class < cfg.n_folds:
         raise ValueError(f"min_per_class ({cfg.min_per_class}) must be >= n_folds ({cfg.n_folds}).")
-    keep = keep_frequent(labels, cfg.min_per_class)
-    y = labels[keep]
     base = dict(layer_kind="resid", n_layers=n_layers, variant=cfg.label_kind)
+    subsets = _subsets(labels, groups, cfg)
     recs: list[dict] = []
-    mean_acc = []
-    tmpl = None
-    if groups is not None:
-        tmpl = template_baseline(y, np.asarray(groups)[keep], cfg.n_folds, cfg.seed)
-    for i in range(states.shape[0]):
-        r = probe_layer(states[i][keep], y, cfg.n_folds, cfg.C, cfg.max_iter, cfg.seed)
-        mean_acc.append(float(r.probe_acc.mean()))
-        per_fold = {
-            "probe_acc": r.probe_acc,
-            "probe_f1": r.probe_f1,
-            "control_acc": r.control_acc,
-            "selectivity": r.selectivity,
-            "majority_acc": r.majority_acc,
-        }
-        if tmpl is not None:
-            per_fold["template_acc"] = tmpl
-        for metric, vals in per_fold.items():
-            for k, v in enumerate(vals):
-                recs.append(
-                    dict(
-                        base,
-                        layer=i,
-                        metric=metric,
-                        value=float(v),
-                        unit="fraction",
-                        prompt_id=f"fold-{k}",
-                    )
+    acc = np.zeros((states.shape[0], 0))  # (S, folds so far)
+    counts = np.zeros((states.shape[0], 2))  # (S, [classes, examples])
+    for prefix, idx in subsets:
+        keep = idx[keep_frequent(labels[idx], cfg.min_per_class)]
+        y = labels[keep]
+        tmpl = None
+        if groups is not None and cfg.label_scope == "all":
+            tmpl = template_baseline(y, np.asarray(groups)[keep], cfg.n_folds, cfg.seed)
+        fold_acc = []
+        for i in range(states.shape[0]):
+            r = probe_layer(states[i][keep], y, cfg.n_folds, cfg.C, cfg.max_iter, cfg.seed)
+            fold_acc.append(r.probe_acc)
+            per_fold = {
+                "probe_acc": r.probe_acc,
+                "probe_f1": r.probe_f1,
+                "control_acc": r.control_acc,
+                "selectivity": r.selectivity,
+                "majority_acc": r.majority_acc,
+            }
+            if tmpl is not None:
+                per_fold["template_acc"] = tmpl
+            if random_states is not None:
+                rand = probe_layer(
+                    random_states[i][keep], y, cfg.n_folds, cfg.C, cfg.max_iter, cfg.seed
                 )
-        for metric, v in (("n_classes", r.n_classes), ("n_examples", r.n_examples)):
+                per_fold["random_init_acc"] = rand.probe_acc
+            for metric, vals in per_fold.items():
+                for k, v in enumerate(vals):
+                    recs.append(
+                        dict(
+                            base,
+                            layer=i,
+                            metric=metric,
+                            value=float(v),
+                            unit="fraction",
+                            prompt_id=f"{prefix}fold-{k}",
+                        )
+                    )
+            counts[i] += (r.n_classes, r.n_examples)
+        acc = np.concatenate([acc, np.stack(fold_acc)], axis=1)
+    for i in range(states.shape[0]):
+        for metric, v in (("n_classes", counts[i, 0]), ("n_examples", counts[i, 1])):
             recs.append(dict(base, layer=i, metric=metric, value=float(v), unit="count"))
-    k = knows_layer(mean_acc, cfg.knows_frac)
-    recs.append(
-        dict(base, layer=k, metric="knows_layer", value=float(k), unit="count", grp="summary")
-    )
-    k_abs = first_above(mean_acc, cfg.knows_abs)
-    if k_abs is not None:
-        recs.append(
-            dict(
-                base,
-                layer=k_abs,
-                metric="knows_layer_abs",
-                value=float(k_abs),
-                unit="count",
-                grp="summary",
+        if cfg.label_scope != "all":
+            recs.append(
+                dict(base, layer=i, metric="n_relations", value=float(len(subsets)), unit="count")
             )
-        )
+    mean_acc = acc.mean(1).tolist()
+    summary = [("knows_layer", knows_layer(mean_acc, cfg.knows_frac))]
+    summary.append(("knows_layer_abs", first_above(mean_acc, cfg.knows_abs)))
+    for metric, k in summary:
+        if k is not None:
+            recs.append(
+                dict(base, layer=k, metric=metric, value=float(k), unit="count", grp="summary")
+            )
     return recs
 
 
@@ -351,19 +245,36 @@ def answer_collector(lm: LoadedModel, answers: dict[int, int]):
     return on_states
 
 
+def random_twin(lm: LoadedModel, seed: int = 0) -> LoadedModel:
+    """A randomly initialised model of the same architecture and tokenizer (seeded): a control."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = copy.deepcopy(lm.bridge.original_model.config)
+    hf = AutoModelForCausalLM.from_config(config).to(torch.float32).eval()
+    bridge = TransformerBridge.boot_transformers(lm.spec.hf_id, hf_model=hf, tokenizer=lm.tokenizer)
+    bridge.to(lm.device)
+    bridge.eval()
+    prov = {"source": "random-init", "seed": seed, "architecture_of": lm.name}
+    return LoadedModel(f"{lm.name}-random", bridge, lm.tokenizer, lm.spec, prov)
+
+
 def process(
     lm: LoadedModel, items: list[Item], cfg: ProbesConfig, ctx: RunContext
 ) -> dict[str, pd.DataFrame]:
     """Precompute: probe all items at once (the method runs with ``chunk_size=None``)."""
     answers: dict[int, int] = {}
-    reps = pooled_states(
-        lm, [it.text for it in items], cfg.max_tokens, on_states=answer_collector(lm, answers)
-    )
+    texts = [it.text for it in items]
+    reps = pooled_states(lm, texts, cfg.max_tokens, on_states=answer_collector(lm, answers))
     ids = [answers[j] for j in range(len(items))]
     labels = labels_for(lm, items, ids, cfg.label_kind)
     groups = [it.fields.get("relation") or it.fields.get("relation_id") for it in items]
     groups = None if any(g is None for g in groups) else groups
-    recs = probe_records(reps.last, np.array(labels), cfg, lm.n_layers, groups)
+    rand = None
+    if cfg.random_control:
+        rand = pooled_states(random_twin(lm, cfg.seed), texts, cfg.max_tokens).last
+    recs = probe_records(reps.last, np.array(labels), cfg, lm.n_layers, groups, rand)
     return {"metrics": ctx.metrics(recs)}
 
 
