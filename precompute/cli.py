@@ -158,16 +158,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark and print its figures."""
-    from precompute.bench import all_benches
-    from precompute.methods import all_methods
+    from precompute.bench import get_bench
 
-    # Transitional: benchmarks still registered on a Method are found too, until each has moved
-    # to its own module under precompute/bench/.
-    legacy = {n: f for m in all_methods().values() for n, f in m.benches.items()}
-    fn = legacy.get(args.name) or all_benches().get(args.name)
-    if fn is None:
-        known = sorted({*legacy, *all_benches()})
-        raise ValueError(f"Unknown benchmark {args.name!r}; known: {', '.join(known)}")
+    fn = get_bench(args.name)
     # Libraries print progress to stdout ("Moving model to device"); keep stdout for the figures.
     with contextlib.redirect_stdout(sys.stderr):
         figures = fn(args.model, args)

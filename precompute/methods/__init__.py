@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -34,8 +34,8 @@ class Method:
             live).
         chunk_size: Items per resumable chunk; ``None`` processes all items at once.
         extra_datasets: Datasets that are also run by ``precompute run`` (e.g. example prompts).
-        benches: Benchmarks by name for ``precompute bench NAME``: ``(model_name, args) -> dict``
-            of figures, printed as JSON.
+
+    Benchmarks live apart, in ``precompute.bench`` (one module each).
     """
 
     name: str
@@ -46,7 +46,6 @@ class Method:
     run_one: Callable[..., pd.DataFrame] | None = None
     chunk_size: int | None = 8
     extra_datasets: tuple[str, ...] = ()
-    benches: dict[str, Callable[..., dict]] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, Method] = {}
