@@ -174,7 +174,7 @@ def definitions(dataset: str = "facts") -> str:
 
 
 def live_trace(
-    model_name: str, prompt: str, span: tuple[int, int], kinds: list[str], progress
+    model_name: str, prompt: str, span: tuple[int, int] | None, kinds: list[str], progress
 ) -> pd.DataFrame:
     """Trace the student's fact with the same function as precompute; returns per-cell rows.
 
@@ -191,6 +191,9 @@ def live_trace(
     """
     from precompute.methods.causal_tracing import CausalTracingConfig, result_frame, trace
 
+    prompt = live.check_prompt(prompt, max_chars=200)
+    if span is None:
+        raise ValueError("Pick the subject's words first.")
     lm = live.get_model(model_name)
     cfg = CausalTracingConfig(kinds=",".join(kinds))
     r = trace(lm, prompt, prompt[span[0] : span[1]], cfg, progress=progress, char_span=span)
@@ -219,21 +222,7 @@ def show_heatmaps(cells: pd.DataFrame, p_corrupt: float, p_clean: float) -> None
     )
 
 
-def run_trace(model: str, prompt: str, span: tuple[int, int] | None, kinds: list[str]) -> None:
-    """Trace the student's fact with a progress bar; keep the result, or warn and drop old ones."""
-    bar = st.progress(0.0, text="Tracing ...")
-    try:
-        if span is None:
-            raise ValueError("Pick the subject's words first.")
-        st.session_state["ct_live"] = live_trace(
-            model,
-            live.check_prompt(prompt, max_chars=200),
-            span,
-            kinds,
-            lambda f: bar.progress(f, text=f"Tracing ... {f:.0%}"),
-        )
-    except ValueError as err:  # includes live.PromptError
-        st.session_state.pop("ct_live", None)
-        st.warning(str(err))
-    finally:
-        bar.empty()
+def trace_caption(df: pd.DataFrame) -> str:
+    """One line on a live trace: model, answer, time."""
+    first = df.iloc[0]
+    return f"{first['model']}: answer **{first['answer']!r}**, traced in {first['seconds']:.1f} s."

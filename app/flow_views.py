@@ -167,6 +167,7 @@ def live_knockout(
     """
     from precompute.methods.attention_knockout import knockout_fact, result_frame
 
+    prompt = live.check_prompt(prompt, max_chars=200)
     if span is None:
         raise ValueError("Pick the subject's words first.")
     lm = live.get_model(model_name)

@@ -1,7 +1,7 @@
 """Small page helpers shared by every page.
 
-Header, badges, sample sizes, computed findings, provenance, CSV download, notices, the subject
-picker of the fact pages, and the live-run button.
+Header, badges, sample sizes, computed findings, provenance, CSV download, notices, and the fact
+pages' prompt box and subject picker.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from app import claims_views, data, live
+from app import claims_views, data
 
 
 def page_header(title: str, question: str, citations: list[tuple[str, str]]) -> None:
@@ -126,13 +126,16 @@ def word_span(prompt: str, picked: list[int]) -> tuple[int, int] | None:
 FACT_PROMPT_CHARS = 200
 
 
-def fact_prompt(**kw) -> str:
-    """The fact-prompt box of the live fact panels (pages 30 and 31); pass ``key``, ``bind``."""
-    return st.text_input(
+def fact_prompt(key: str, **_bind) -> str:
+    """The fact-prompt box of the live fact panels (pages 30 and 31), mirrored in the URL."""
+    from app import live_panel
+
+    return live_panel.prompt_box(
         "Prompt (the answer should be the next word)",
         value="The Eiffel Tower is located in the city of",
-        max_chars=FACT_PROMPT_CHARS,
-        **kw,
+        key=key,
+        limit=FACT_PROMPT_CHARS,
+        area=False,
     )
 
 
@@ -155,30 +158,6 @@ def subject_picker(prompt: str, **kw) -> tuple[int, int] | None:
     span = word_span(prompt, picked or [])
     st.caption(f"Subject: **{prompt[span[0] : span[1]] if span else '—'}**")
     return span
-
-
-def live_run(label: str, key: str, compute, spinner: str = "Running the model ...") -> object:
-    """A Run button: on click compute and keep the result; on an error, warn and drop old results.
-
-    Args:
-        label: Button label.
-        key: Session-state key of the result (the button's key is ``key + "_run"``).
-        compute: No-argument function returning the result; raises ``ValueError`` (including
-            ``live.PromptError``) with a message for the student.
-        spinner: Text shown while it runs.
-
-    Returns:
-        The latest result, or None.
-    """
-    if st.button(label, type="primary", key=f"{key}_run"):
-        try:
-            with st.spinner(spinner):
-                st.session_state[key] = live.run(compute)  # queue and time limit
-        except ValueError as err:
-            st.session_state.pop(key, None)  # no stale result under the warning
-            st.warning(str(err))
-            return None
-    return st.session_state.get(key)
 
 
 def before_after(before: pd.DataFrame, after: pd.DataFrame, left: str, right: str) -> None:

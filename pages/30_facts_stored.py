@@ -6,6 +6,7 @@ Causal tracing: corrupt the subject, restore one clean state at a time, watch th
 import streamlit as st
 
 from app import charts, data, live, notebooks, predict, ui
+from app import live_panel as panel
 from app.claims_facts_views import sites_finding
 from app.facts_views import (
     DATASETS,
@@ -19,9 +20,10 @@ from app.facts_views import (
     fact_cells,
     fact_summary,
     group_curves,
+    live_trace,
     provenance_note,
-    run_trace,
     show_heatmaps,
+    trace_caption,
     traced_facts,
 )
 
@@ -110,19 +112,18 @@ def live_panel() -> None:
         bind="query-params",
         help="Hidden states are fastest; MLP and attention windows add more.",
     )
-    c1, c2 = st.columns([1, 1])
-    if c2.button("Stop", key="ct_stop"):
-        st.info("Trace cancelled.")
-    if c1.button("Trace", type="primary", key="ct_run"):
-        run_trace(model, prompt, span, kinds or ["hidden"])
-    df = st.session_state.get("ct_live")
+    df = panel.run(
+        "Trace",
+        "ct_live",
+        lambda report: live_trace(model, prompt, span, kinds or ["hidden"], report),
+        "Tracing ...",
+        progress=True,
+        stoppable=True,
+    )
     if df is None:
         return
-    first = df.iloc[0]
-    st.caption(
-        f"{first['model']}: answer **{first['answer']!r}**, traced in {first['seconds']:.1f} s."
-    )
-    show_heatmaps(df, float(first["p_corrupt"]), float(first["p_clean"]))
+    st.caption(trace_caption(df))
+    show_heatmaps(df, float(df["p_corrupt"].iloc[0]), float(df["p_clean"].iloc[0]))
     ui.download(df, "causal_tracing_live", key="dl-ct-live")
 
 

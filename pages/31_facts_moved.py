@@ -6,6 +6,7 @@ Attention knockout: cut the edges into the last token, a window of layers at a t
 import streamlit as st
 
 from app import charts, data, live, notebooks, predict, ui
+from app import live_panel as panel
 from app.claims_facts_views import knockout_finding, window_note
 from app.flow_views import (
     DATASETS,
@@ -108,13 +109,12 @@ def live_panel() -> None:
     c1, c2 = st.columns(2)
     window = c1.slider("Window (layers)", 1, 15, 9, key="ko_live_window", bind="query-params")
     answer = c2.text_input("Expected answer (optional)", key="ko_answer", bind="query-params")
-    df = ui.live_run(
+    df = panel.run(
         "Knock out",
         "ko_live",
-        lambda: live_knockout(
-            model, live.check_prompt(prompt, max_chars=200), span, window, answer
-        ),
+        lambda: live_knockout(model, prompt, span, window, answer),
         "Running 1 + 3 × L knockouts ...",
+        stoppable=True,
     )
     if df is None:
         return

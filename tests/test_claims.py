@@ -23,6 +23,7 @@ import pytest
 
 from app import claims_facts_views as F
 from app import claims_views as C
+from app.data import SAFE_DUCKDB
 
 ROOT = Path(__file__).resolve().parent.parent
 DB = ROOT / "data" / "results" / "stagescope.duckdb"
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.skipif(not DB.exists(), reason="embedded results not bu
 
 @pytest.fixture(scope="module")
 def con():
-    c = duckdb.connect(str(DB), read_only=True)
+    # the app's configuration: DuckDB refuses a second connection to one file with another one
+    c = duckdb.connect(str(DB), read_only=True, config=SAFE_DUCKDB)
     yield c
     c.close()
 
