@@ -19,8 +19,8 @@ from app.stages_views import (
 
 #: Lens variants in line-style order: solid first, dashed second.
 VARIANTS = {
-    "recompute_ln": "recompute_ln: norm recomputed per layer",
-    "cached_final_scale": "cached_final_scale: last layer's scale",
+    "recompute_ln": "recompute_ln (true lens)",
+    "cached_final_scale": "cached_final_scale (TL < 2.18)",
 }
 
 
