@@ -92,12 +92,12 @@ async def _click(page, button, timeout_s: float) -> tuple[float, str]:
     """Press Run; return the latency to the end of the script run and what the page shows."""
     await page.evaluate("() => { window.__states = []; }")
     start = time.monotonic()
-    await button.click()
     try:
+        await button.click(timeout=timeout_s * 1000)
         await page.wait_for_function(RUN_ENDED, timeout=timeout_s * 1000, polling=50)
         outcome = await page.evaluate(OUTCOME)
-    except Exception as err:  # a request that never ended is an error too
-        outcome = f"timeout: {type(err).__name__}"
+    except Exception as err:  # a request that never ended (or a button gone) is an error too
+        outcome = f"timeout: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
     return time.monotonic() - start, outcome
 
 
