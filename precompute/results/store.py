@@ -72,7 +72,7 @@ def build(work_dir: Path, out_dir: Path) -> dict[str, int]:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with job_lock(out_dir.with_name(f".{out_dir.name}.lock"), "build", out_dir):
+    with job_lock(out_dir / ".build.lock", "build", out_dir):
         recover(out_dir)
         return _build(work_dir, out_dir)
 
