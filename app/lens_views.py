@@ -146,18 +146,22 @@ def inspect_cell(df: pd.DataFrame, model: str, pid: str) -> None:
     n_states = int(df["layer"].max())
     positions = df.drop_duplicates("position").sort_values("position")
     labels = dict(zip(positions["position"], positions["input_token"]))
-    # The URL picks the cell: read and checked here (clamped, reported), written back below.
-    layer0 = url_state.read_int("layer", 0, n_states, n_states // 2, "layer")
-    pos0 = url_state.read_choice("position", list(labels), max(labels), "position", cast=int)
+    # The URL picks the cell: checked here (a layer beyond the depth clamped, an unknown position
+    # reported) before the widgets read it; both widgets mirror themselves in the URL.
+    url_state.seed_int("layer", 0, n_states, n_states // 2, "layer")
+    url_state.seed_choice(
+        "position", list(labels), max(labels), "position", cast=url_state.lead_int
+    )
     c1, c2 = st.columns(2)
-    layer = c1.slider("Layer (residual state)", 0, n_states, layer0)
+    layer = c1.slider("Layer (residual state)", 0, n_states, key="layer", bind="query-params")
     pos = c2.selectbox(
         "Position",
         list(labels),
-        index=list(labels).index(pos0),
+        index=None,  # no default: the position shown is always written to the URL
+        key="position",
         format_func=lambda p: f"{p}: {charts.show_token(labels[p])}",
+        bind="query-params",
     )
-    url_state.write(layer=layer, position=pos)
     top = topk_cell(model, pid, layer, pos)
     top["token"] = top["token"].map(charts.show_token)
     st.dataframe(

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` from anywh
 
 import streamlit as st  # noqa: E402
 
-from app import lessons  # noqa: E402
+from app import lessons, url_state  # noqa: E402
 
 SECTIONS = {
     "0": "Start here",
@@ -51,7 +51,9 @@ def main() -> None:
     st.set_page_config(page_title="Stagescope", page_icon="🔭", layout="wide")
     nav = st.navigation(discover())
     lessons.lesson_bar(nav.url_path)  # a guided lesson's bar (and projector mode), if one is on
+    asked = url_state.snapshot()
     nav.run()
+    url_state.report_ignored(asked)  # a link's values the page could not use
 
 
 main()

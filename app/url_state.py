@@ -1,10 +1,15 @@
-"""URL state a shared link must reproduce exactly: read, checked and reported, then written back.
+"""URL state a shared link must reproduce: values checked before a bound widget reads them.
 
-Streamlit's ``bind="query-params"`` leaves a widget's default out of the URL (so a shared link
-opened on another prompt shows another cell) and drops an invalid value without a word. For the
-few values that pick *one cell* (a layer, a position) the page reads the URL itself with these
-helpers: a layer beyond the model's depth is clamped and said so, an unknown value is reported,
-and the value shown is always written to the URL, from the first run on.
+Streamlit's ``bind="query-params"`` drops an invalid URL value without a word and resets an
+out-of-range one to the widget's default. For the values that pick *one cell* (a layer, a
+position) a page calls ``seed_int`` / ``seed_choice`` just before the widget: they put the value
+the widget will show into ``st.session_state`` (so the widget needs no ``value`` argument), clamp
+a layer beyond the model's depth to the last one, and say so when the link asked for something
+else. The router reports every other link value a page could not use (``report_ignored``).
+
+A bound widget's value appears in the URL once the student changes it; until then the page shows
+its default, which depends only on what the URL already holds (model, prompt), so a link without
+the value reproduces the same cell.
 """
 
 from __future__ import annotations
@@ -14,42 +19,80 @@ from collections.abc import Sequence
 import streamlit as st
 
 
-def read_int(name: str, lo: int, hi: int, default: int, what: str) -> int:
-    """The integer in URL parameter ``name``, clamped to ``[lo, hi]`` with a note; else default."""
+def lead_int(raw: str) -> int:
+    """The number a choice's URL value starts with (``"7: ␣of"`` -> 7)."""
+    return int(str(raw).split(":", 1)[0].strip())
+
+
+def _handled(name: str) -> None:
+    """Mark a parameter as already reported by a seed helper (``report_ignored`` skips it)."""
+    st.session_state.setdefault("_url_reported", set()).add(name)
+
+
+def _say(what: str, raw, shown) -> None:
+    st.info(f"The link asks for {what} {raw!r}, which this view does not have; showing {shown}.")
+
+
+def seed_int(name: str, lo: int, hi: int, default: int, what: str) -> int:
+    """Seed the bound integer widget ``name``: from the URL or its last value, clamped to range."""
+    if name in st.session_state:
+        value = st.session_state[name]
+        if isinstance(value, int) and not lo <= value <= hi:  # e.g. another model's depth
+            st.session_state[name] = min(max(value, lo), hi)
+        return st.session_state[name]
     raw = st.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(float(raw))
-    except ValueError:
-        st.info(f"The link asks for {what} {raw!r}, which is not a number; showing {default}.")
-        return default
-    clamped = min(max(value, lo), hi)
-    if clamped != value:
-        st.info(
-            f"The link asks for {what} {value}, but here {what} runs from {lo} to {hi}; "
-            f"showing {clamped}."
-        )
-    return clamped
+    value = default
+    if raw not in (None, ""):
+        try:
+            asked = int(float(raw))
+        except ValueError:
+            _say(what, raw, default)
+            _handled(name)
+        else:
+            value = min(max(asked, lo), hi)
+            if value != asked:
+                _handled(name)
+                st.info(
+                    f"The link asks for {what} {asked}, but here {what} runs from {lo} to {hi}; "
+                    f"showing {value}."
+                )
+    st.session_state[name] = value
+    return value
 
 
-def read_choice(name: str, options: Sequence, default, what: str, cast=str):
-    """The option in URL parameter ``name``; an unknown one is reported and ``default`` used."""
+def seed_choice(name: str, options: Sequence, default, what: str, cast=str):
+    """Seed the bound choice widget ``name``: from the URL or its last value, else ``default``."""
+    if name in st.session_state:
+        if st.session_state[name] not in options:  # options changed (another prompt)
+            st.session_state[name] = default
+        return st.session_state[name]
     raw = st.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        value = None
-    if value in options:
-        return value
-    st.info(f"The link asks for {what} {raw!r}, which this view does not have; showing {default}.")
-    return default
+    value = default
+    if raw not in (None, ""):
+        try:
+            asked = cast(raw)
+        except ValueError:
+            asked = None
+        if asked in options:
+            value = asked
+            _handled(name)  # used, though perhaps not in the widget's own spelling
+        else:
+            _say(what, raw, default)
+            _handled(name)
+    st.session_state[name] = value
+    return value
 
 
-def write(**values) -> None:
-    """Put the values shown into the URL (so a copied link reproduces this view)."""
-    for name, value in values.items():
-        if st.query_params.get(name) != str(value):
-            st.query_params[name] = str(value)
+def snapshot() -> dict[str, str]:
+    """The URL's parameters before the page runs (for ``report_ignored``)."""
+    return {k: st.query_params.get(k) for k in st.query_params}
+
+
+def report_ignored(asked: dict[str, str]) -> None:
+    """Say which of the link's values the page could not use (Streamlit drops them silently)."""
+    now = {k: st.query_params.get(k) for k in st.query_params}
+    done = st.session_state.pop("_url_reported", set())
+    lost = {k: v for k, v in asked.items() if k not in now and k not in done}
+    if lost:
+        said = ", ".join(f"{k}={v!r}" for k, v in lost.items())
+        st.sidebar.warning(f"This link's {said} is not an option on this page; it was ignored.")
