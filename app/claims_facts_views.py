@@ -78,8 +78,8 @@ def knockout_finding(df: pd.DataFrame, band: tuple[float, float]) -> str:
     return " ".join(out)
 
 
-def window_note(window: str, df: pd.DataFrame) -> str:
-    """How much of each model's depth one knockout window covers (``W9`` -> 9 blocks)."""
+def window_note(window: str, df: pd.DataFrame, reference: str = "Geva et al. used 9 of 48") -> str:
+    """How much of each model's depth one window covers (``W9`` -> 9 blocks)."""
     w = int("".join(ch for ch in str(window) if ch.isdigit()) or 0)
     if not w or df.empty:
         return ""
@@ -87,7 +87,7 @@ def window_note(window: str, df: pd.DataFrame) -> str:
     parts = [f"{w / n:.0%} of {m}'s {n} blocks" for m, n in sizes.items()]
     return (
         f"A window of W = {w} blocks covers {' and '.join(parts)}: one critical block shows as a "
-        "plateau that wide (Geva et al. used 9 of 48)."
+        f"plateau that wide ({reference})."
     )
 
 

@@ -141,6 +141,14 @@ def trace_settings(dataset: str) -> dict[str, dict]:
     return out
 
 
+def trace_window_note(dataset: str, df: pd.DataFrame) -> str:
+    """How much of each model's depth the stored runs' restoration window covers."""
+    from app.claims_facts_views import window_note
+
+    ws = {str(v["W"]) for v in trace_settings(dataset).values()}
+    return window_note(f"W{ws.pop()}", df, "ROME used 10 of 48") if len(ws) == 1 else ""
+
+
 def _settings_text(dataset: str) -> str:
     sets = trace_settings(dataset)
     return "; ".join(f"{m}: S = {v['S']}, W = {v['W']}" for m, v in sorted(sets.items()))

@@ -24,6 +24,7 @@ from app.facts_views import (
     provenance_note,
     show_heatmaps,
     trace_caption,
+    trace_window_note,
     traced_facts,
 )
 
@@ -64,7 +65,7 @@ def curves() -> None:
         group_curves("mlp", dataset, ["last_subject"]),
         group_curves("attn", dataset, ["last"]),
     )
-    ui.findings(sites_finding(mlp, attn))
+    ui.findings(sites_finding(mlp, attn) + " " + trace_window_note(dataset, mlp))
     st.caption("Facts tried and answered correctly (only correct facts are traced):")
     st.dataframe(fact_summary(dataset), hide_index=True, width="stretch")
     ui.download(df, f"causal_tracing_{kind}_{dataset}")

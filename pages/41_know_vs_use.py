@@ -84,6 +84,7 @@ def all_models(dataset: str) -> None:
         charts.depth_lines(df, f"{PROBE_METRICS[metric][0]} (fraction)"), width="stretch"
     )
     st.caption(f"**{PROBE_METRICS[metric][0]}**: {PROBE_METRICS[metric][1]}.")
+    ui.sample_caption(df, "cross-validation folds")
     sizes = probe_sizes(dataset)
     if len(sizes):
         st.markdown("Examples and answer classes behind each probe:")

@@ -72,6 +72,7 @@ def earliest(models: list[str]) -> None:
         ),
         width="stretch",
     )
+    ui.sample_caption(df, "prompts")
     facts = V.earliest_curves([model], "facts", metric)
     if facts.empty:
         facts = V.earliest_curves([model], "known_1000", metric)
@@ -82,6 +83,7 @@ def earliest(models: list[str]) -> None:
             charts.k_curves(facts, "answer token", "answer token", "By answer token"),
             width="stretch",
         )
+        ui.sample_caption(facts, "answer tokens")
     st.markdown(V.EARLIEST_NOTE)
     ui.findings(earliest_finding(df, "frequency of the prediction"))
     if not facts.empty:
@@ -102,6 +104,7 @@ def choices(models: list[str]) -> None:
         charts.depth_lines(one, "share of items (fraction)", color="what", stroke_dash="lens"),
         width="stretch",
     )
+    ui.sample_caption(one, "multiple-choice items")
     st.dataframe(V.mcq_settled([model]), hide_index=True, width="stretch")
     st.markdown(V.MCQ_NOTE)
     ui.findings(mcq_finding(V.mcq_settled([model])))
