@@ -220,7 +220,8 @@ def _campaign_event(quiet: bool):
 def cmd_campaign(args: argparse.Namespace) -> int:
     """Run a campaign file (models x methods x datasets) here or on a Ray cluster."""
     from precompute.results import executors
-    from precompute.results.campaign import load_campaign, plan, status
+    from precompute.results.campaign import load_campaign, plan
+    from precompute.results.progress import status
 
     if args.file == "status" and args.status_file:
         args.file = args.status_file
@@ -261,7 +262,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 def cmd_campaign_status(args: argparse.Namespace) -> int:
     """Progress of a campaign, read back from the work folder."""
-    from precompute.results.campaign import load_campaign, status
+    from precompute.results.campaign import load_campaign
+    from precompute.results.progress import status
 
     campaign = load_campaign(args.file)
     work = Path(args.work_dir or campaign.work_dir or DEFAULT_WORK).resolve()

@@ -6,6 +6,7 @@ processes) and run the CLI as a driver process; they skip when Ray is not instal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -36,6 +37,7 @@ set = {max_tokens = 24}
 [methods.component_norms]
 datasets = {wikitext = 16}
 set = {max_tokens = 24}
+after = ["logit_lens"]
 [methods.component_norms.models.tiny-llama]
 set = {max_tokens = 16}
 """
@@ -129,6 +131,8 @@ def test_plan_and_local_run(setup):
     assert llama[0].config.max_tokens == 16  # per-model override on top of the method's
     assert set(ref["metrics"]["model"]) == {"tiny-gpt2", "tiny-neox", "tiny-llama"}
     assert len(ref["runs"]) == 6 and not ref["metrics"].duplicated().any()
+    order = [(j.model, j.method) for j in jobs]
+    assert order.index(("tiny-neox", "logit_lens")) < order.index(("tiny-neox", "component_norms"))
     code, out, _ = _run("status", str(base / "tiny.toml"), "--work-dir", str(base / "local"), *args)
     assert "12/12 chunks done" in out and "0 failed" in out
 
@@ -139,6 +143,14 @@ def test_plan_and_local_run(setup):
         (("tiny-neox", "tiny-nope"), "Unknown model 'tiny-nope'"),
         (("[methods.component_norms]\n", "[methods.no_such]\n"), "unknown method(s) ['no_such']"),
         (("max_tokens = 24", "max_tokenz = 24"), "Unknown option 'max_tokenz'"),
+        (
+            ("[methods.logit_lens]\n", "[methods.logit_lens]\nmodels = 3\n"),
+            "[methods.logit_lens] models must be a table",
+        ),
+        (
+            ("[methods.logit_lens]\n", '[methods.logit_lens]\nafter = ["component_norms"]\n'),
+            "methods wait on each other: logit_lens -> component_norms -> logit_lens",
+        ),
     ],
 )
 def test_bad_file_fails_before_work(tmp_path, capsys, edit, message):
@@ -203,38 +215,35 @@ def _busy_workers(markers: Path) -> list[int]:
     return pids
 
 
-def test_worker_sigkill_loses_and_duplicates_nothing(setup, cluster, tmp_path):
-    work = tmp_path / "work"
-    driver = _cli(*_ray_args(setup, cluster, work))
-    markers, kills, rng = work / "campaigns" / "tiny" / "workers", 0, random.Random(14)
-    while driver.poll() is None and kills < 2:
-        busy = _busy_workers(markers)
-        if busy:
-            time.sleep(rng.uniform(0.0, 0.5))  # a random moment within the chunk (or just after)
-            try:
-                os.kill(rng.choice(busy), signal.SIGKILL)
-                kills += 1
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-    out, err = driver.communicate(timeout=300)
-    assert driver.returncode == 0, err[-3000:]
-    assert kills >= 1
-    progress = json.loads((work / "campaigns" / "tiny" / "progress.json").read_text())
-    attempts = [a for job in progress["jobs"].values() for a in job["attempts"].values()]
-    assert sum(attempts) > len(attempts)  # some chunk ran again after its worker died
-    _assert_same(_tables(work, tmp_path / "out"), setup[2])
+def _retried(work: Path) -> bool:
+    try:
+        progress = json.loads((work / "campaigns" / "tiny" / "progress.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return any(a > 1 for j in progress["jobs"].values() for a in j["attempts"].values())
 
 
-def test_driver_killed_and_rerun_skips_finished_chunks(setup, cluster, tmp_path):
+def test_killed_workers_and_driver_lose_and_duplicate_nothing(setup, cluster, tmp_path):
+    """Workers SIGKILLed at random moments, then the driver; the rerun skips finished chunks."""
     work = tmp_path / "work"
     cmd = _ray_args(setup, cluster, work)
     driver = _cli(*cmd)
+    markers, kills, rng = work / "campaigns" / "tiny" / "workers", 0, random.Random(14)
     deadline = time.time() + 240
-    while driver.poll() is None and time.time() < deadline:
-        if len(list(work.glob("runs/*/*/*/chunks/0*"))) >= 3:
+    while driver.poll() is None and kills < 2 and time.time() < deadline:
+        busy = _busy_workers(markers)
+        if busy:
+            time.sleep(rng.uniform(0.0, 0.5))  # a random moment within the chunk (or just after)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rng.choice(busy), signal.SIGKILL)
+                kills += 1
+        time.sleep(0.1)
+    while driver.poll() is None and time.time() < deadline:  # a retry was scheduled; 3 chunks
+        if _retried(work) and len(list(work.glob("runs/*/*/*/chunks/0*"))) >= 3:
             break
         time.sleep(0.1)
+    assert kills == 2 and _retried(work)  # some chunk ran again after its worker died
+    assert driver.poll() is None, "the campaign ended before the driver could be killed"
     driver.kill()
     driver.communicate()
     before = {p: p.stat().st_ino for p in work.glob("runs/*/*/*/chunks/0*")}
@@ -244,4 +253,21 @@ def test_driver_killed_and_rerun_skips_finished_chunks(setup, cluster, tmp_path)
     assert all(after[p] == ino for p, ino in before.items())  # finished chunks were not redone
     progress = json.loads((work / "campaigns" / "tiny" / "progress.json").read_text())
     assert sum(j["skipped"] for j in progress["jobs"].values()) >= len(before)
-    _assert_same(_tables(work, tmp_path / "out"), setup[2])
+    _assert_same(_tables(work, tmp_path / "out"), setup[2])  # 0 rows lost, 0 duplicated
+
+
+def test_failed_chunks_are_reported_while_the_rest_finishes(setup, tmp_path, capsys):
+    base, args, _ = setup
+    path = tmp_path / "broken.toml"
+    path.write_text(
+        'name = "broken"\nretries = 1\nmodels = ["nobody/no-such-model", "tiny-gpt2"]\n'
+        "[methods.component_norms]\ndatasets = {wikitext = 8}\nset = {max_tokens = 16}\n"
+    )
+    work = tmp_path / "work"
+    code = main(["campaign", str(path), "--work-dir", str(work), "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 1 and "failed: nobody/no-such-model:component_norms" in err
+    assert len(list(work.glob("runs/tiny-gpt2/component_norms/*/chunks/0*"))) == 1
+    code = main(["campaign-status", str(path), "--work-dir", str(work), "--json", *args])
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"]["done"] == 1 and report["summary"]["failed"] == 1

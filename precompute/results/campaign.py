@@ -26,20 +26,17 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from precompute.results.jobs import JobSpec, chunk_names, write_json_atomic
+from precompute.results.jobs import JobSpec, chunk_names
 from precompute.types import BaseConfig
 
 TOP_KEYS = {"name", "retries", "device", "models", "methods", "resources", "work_dir", "data_dir"}
 RESOURCE_KEYS = {"gpus", "cpus", "memory_gb"}
-METHOD_KEYS = {"datasets", "set", "models"}
+METHOD_KEYS = {"datasets", "set", "models", "after"}
 BYTES_PER_PARAM = 4  # jobs load float32 weights (lens numbers are compared to 1e-5)
 
 
@@ -69,6 +66,7 @@ class JobPlan:
     starts: tuple[int, ...]
     resources: Resources
     names: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
 
     @property
     def spec(self) -> JobSpec:
@@ -167,17 +165,25 @@ def load_campaign(path: Path) -> Campaign:
         raise CampaignError(f"{path}: unknown method(s) {unknown}; known: {', '.join(known)}")
     for name, entry in methods_raw.items():
         _check_keys(f"{path} [methods.{name}]", entry, METHOD_KEYS)
+        for key, kinds in (("set", dict), ("models", dict), ("datasets", (list, dict))):
+            if not isinstance(entry.get(key, {}), kinds):
+                raise CampaignError(f"{path}: [methods.{name}] {key} must be a table")
+        if not isinstance(entry.get("after", []), list):
+            raise CampaignError(f"{path}: [methods.{name}] after must be a list of methods")
         for model, sub in entry.get("models", {}).items():
             _check_keys(f"{path} [methods.{name}.models.{model}]", sub, {"datasets", "set"})
             if _model_name(model) not in models:
                 raise CampaignError(
                     f"{path}: [methods.{name}.models.{model}]: not a campaign model"
                 )
+        missing = sorted(set(entry.get("after", [])) - set(methods_raw))
+        if missing:
+            raise CampaignError(f"{path}: [methods.{name}] after {missing}: not campaign methods")
     campaign = Campaign(
         name=str(raw.get("name") or path.stem),
         path=path,
         models=models,
-        methods={m: methods_raw[m] for m in methods_raw},
+        methods={m: methods_raw[m] for m in _dependency_order(path, methods_raw)},
         retries=int(raw.get("retries", 2)),
         device=str(raw.get("device", "auto")),
         work_dir=Path(raw["work_dir"]) if raw.get("work_dir") else None,
@@ -237,7 +243,10 @@ def plan(campaign: Campaign, data_dir: Path | None = None) -> list[JobPlan]:
                 total = counts[dataset, n]
                 names = _chunk_names(total, size)
                 starts = tuple(int(c.split("-")[0]) for c in names)
-                jobs.append(JobPlan(model, method_name, dataset, cfg, n, total, starts, res, names))
+                after = tuple(campaign.methods[method_name].get("after", ()))
+                jobs.append(
+                    JobPlan(model, method_name, dataset, cfg, n, total, starts, res, names, after)
+                )
     return jobs
 
 
@@ -246,154 +255,23 @@ def _chunk_names(n_items: int, chunk_size: int | None) -> tuple[str, ...]:
     return tuple(chunk_names(n_items, chunk_size or max(n_items, 1)))
 
 
-# --- progress -----------------------------------------------------------------------------------
+def _dependency_order(path: Path, methods: dict[str, dict]) -> list[str]:
+    """Methods with each one after those it names in ``after`` (file order otherwise).
 
-
-def campaign_dir(work_dir: Path, campaign: Campaign) -> Path:
-    """Where a campaign keeps its progress file and worker markers."""
-    return Path(work_dir) / "campaigns" / campaign.name
-
-
-def _rows(chunk: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in chunk.glob("*.parquet"))
-
-
-class Progress:
-    """Per-job and overall progress of a running campaign, saved atomically after each event."""
-
-    def __init__(self, campaign: Campaign, jobs: list[JobPlan], work_dir: Path, executor: str):
-        """Start from what the work folder already holds (finished chunks count as done)."""
-        self.path = campaign_dir(work_dir, campaign) / "progress.json"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.t0 = time.time()
-        self.durations: list[float] = []
-        self.state = {
-            "campaign": campaign.name,
-            "executor": executor,
-            "driver_pid": os.getpid(),
-            "started_at": self.t0,
-            "jobs": {},
-        }
-        for job in jobs:
-            done = {s for s in job.starts if job.chunk_dir(work_dir, s).exists()}
-            self.state["jobs"][job.key] = {
-                "model": job.model,
-                "method": job.method,
-                "dataset": job.dataset,
-                "chunks": len(job.starts),
-                "done": sorted(done),
-                "skipped": len(done),
-                "running": [],
-                "failed": {},
-                "attempts": {},
-                "rows": sum(_rows(job.chunk_dir(work_dir, s)) for s in done),
-            }
-        self.save()
-
-    def job(self, job: JobPlan) -> dict:
-        """The state entry of one job."""
-        return self.state["jobs"][job.key]
-
-    def started(self, job: JobPlan, start: int) -> None:
-        """A chunk was handed to a worker."""
-        entry = self.job(job)
-        entry["attempts"][str(start)] = entry["attempts"].get(str(start), 0) + 1
-        if start not in entry["running"]:
-            entry["running"].append(start)
-        self.save()
-
-    def finished(self, job: JobPlan, start: int, rows: int, seconds: float) -> None:
-        """A chunk is written."""
-        entry = self.job(job)
-        entry["running"] = [s for s in entry["running"] if s != start]
-        entry["failed"].pop(str(start), None)
-        if start not in entry["done"]:
-            entry["done"].append(start)
-            entry["rows"] += rows
-        self.durations.append(seconds)
-        self.save()
-
-    def failed(self, job: JobPlan, start: int, error: str, final: bool) -> None:
-        """A chunk attempt failed (``final``: no retries left)."""
-        entry = self.job(job)
-        entry["running"] = [s for s in entry["running"] if s != start]
-        if final:
-            entry["failed"][str(start)] = error
-        self.save()
-
-    def summary(self) -> dict:
-        """Overall counts and an ETA from the mean chunk time so far."""
-        return summarise(self.state, time.time() - self.t0, self.durations)
-
-    def save(self) -> None:
-        """Write the state (and the summary) atomically."""
-        self.state["updated_at"] = time.time()
-        self.state["summary"] = self.summary()
-        write_json_atomic(self.path, self.state)
-
-
-def summarise(state: dict, elapsed: float, durations: list[float] | None = None) -> dict:
-    """Overall done / running / failed chunk counts, rows and ETA of a progress state."""
-    jobs = state["jobs"].values()
-    total = sum(j["chunks"] for j in jobs)
-    done = sum(len(j["done"]) for j in jobs)
-    new = done - sum(j.get("skipped", 0) for j in jobs)
-    failed = sum(len(j["failed"]) for j in jobs)
-    left = total - done - failed
-    rate = elapsed / new if new else None
-    return {
-        "jobs": len(state["jobs"]),
-        "jobs_done": sum(len(j["done"]) == j["chunks"] for j in jobs),
-        "chunks": total,
-        "done": done,
-        "running": sum(len(j["running"]) for j in jobs),
-        "failed": failed,
-        "rows": sum(j["rows"] for j in jobs),
-        "elapsed_s": round(elapsed, 1),
-        "mean_chunk_s": round(sum(durations) / len(durations), 3) if durations else None,
-        "eta_s": round(rate * left, 1) if rate is not None else None,
-    }
-
-
-def status(campaign: Campaign, work_dir: Path, data_dir: Path | None = None) -> dict:
-    """Progress read back from the work folder: chunks on disk, plus the last driver's record.
-
-    Done chunks and rows come from the chunk folders themselves, so the answer is right even if
-    the driver was killed; ``running``/``failed`` come from the driver's ``progress.json``.
+    ``after`` is for methods that read another's output, e.g. ``guess_refine`` reads the tuned
+    lens that ``tuned_lens`` trains for the same model.
     """
-    jobs = plan(campaign, data_dir)
-    path = campaign_dir(work_dir, campaign) / "progress.json"
-    saved = json.loads(path.read_text()) if path.exists() else {"jobs": {}}
-    driver_alive = _pid_alive(saved.get("driver_pid"))
-    state = {"jobs": {}}
-    for job in jobs:
-        done = [s for s in job.starts if job.chunk_dir(work_dir, s).exists()]
-        rec = saved["jobs"].get(job.key, {})
-        state["jobs"][job.key] = {
-            "model": job.model,
-            "method": job.method,
-            "dataset": job.dataset,
-            "chunks": len(job.starts),
-            "done": done,
-            "skipped": 0,
-            "running": rec.get("running", []) if driver_alive else [],
-            "failed": {k: v for k, v in rec.get("failed", {}).items() if int(k) not in done},
-            "rows": sum(_rows(job.chunk_dir(work_dir, s)) for s in done),
-        }
-    elapsed = time.time() - saved.get("started_at", time.time())
-    summary = summarise(state, elapsed)
-    summary["eta_s"] = saved.get("summary", {}).get("eta_s") if driver_alive else None
-    summary["driver"] = "running" if driver_alive else ("stopped" if saved["jobs"] else "none")
-    return {"summary": summary, "jobs": state["jobs"]}
+    order: list[str] = []
 
+    def visit(name: str, seen: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in seen:
+            raise CampaignError(f"{path}: methods wait on each other: {' -> '.join((*seen, name))}")
+        for dep in methods[name].get("after", []):
+            visit(dep, (*seen, name))
+        order.append(name)
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
+    for name in methods:
+        visit(name, ())
+    return order

@@ -26,15 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from precompute.results.campaign import (
-    Campaign,
-    CampaignError,
-    JobPlan,
-    Progress,
-    _rows,
-    campaign_dir,
-)
+from precompute.results.campaign import Campaign, CampaignError, JobPlan
 from precompute.results.jobs import write_json_atomic
+from precompute.results.progress import Progress, campaign_dir, chunk_rows
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,11 +46,30 @@ def run_chunk(lm, job: JobPlan, start: int, work_dir: Path, data_dir: Path | Non
     chunk = job.chunk_dir(work_dir, start)
     if not chunk.exists():
         raise RuntimeError(f"chunk {chunk} was not written")
-    return _rows(chunk)
+    return chunk_rows(chunk)
 
 
 def _todo(jobs: list[JobPlan], work_dir: Path) -> list[tuple[JobPlan, int]]:
     return [(j, s) for j in jobs for s in j.starts if not j.chunk_dir(work_dir, s).exists()]
+
+
+def _deps(jobs: list[JobPlan]) -> dict[str, list[JobPlan]]:
+    """The jobs each job waits on: its ``after`` methods on the same model."""
+    return {j.key: [d for d in jobs if d.model == j.model and d.method in j.after] for j in jobs}
+
+
+def _gate(job: JobPlan, deps: dict[str, list[JobPlan]], progress: Progress) -> str:
+    """Whether a job may start: ``""`` (yes), ``"wait"``, or why it never will.
+
+    A job waits while its ``after`` jobs have chunks to do, and fails when one of them failed.
+    """
+    for dep in deps[job.key]:
+        entry = progress.job(dep)
+        if entry["failed"]:
+            return f"waits on {dep.method} ({dep.dataset}), which failed"
+        if len(entry["done"]) < entry["chunks"]:
+            return "wait"
+    return ""
 
 
 def _error_text(err: BaseException) -> str:
@@ -78,7 +91,7 @@ def run_local(
     emit = on_event or (lambda *a: None)
     progress = Progress(campaign, jobs, work_dir, "local")
     emit("start", None, 0, progress.summary())
-    todo = _todo(jobs, work_dir)
+    todo, deps = _todo(jobs, work_dir), _deps(jobs)
     for model in dict.fromkeys(j.model for j, _ in todo):
         chunks = [(j, s) for j, s in todo if j.model == model]
         try:
@@ -89,6 +102,11 @@ def run_local(
                 emit("failed", job, start, {"error": _error_text(err)})
             continue
         for job, start in chunks:
+            gate = _gate(job, deps, progress)  # plan order puts `after` jobs first
+            if gate:
+                progress.failed(job, start, gate, final=True)
+                emit("failed", job, start, {"error": gate})
+                continue
             for attempt in range(campaign.retries + 1):
                 progress.started(job, start)
                 t0 = time.perf_counter()
@@ -250,10 +268,28 @@ def run_ray(
         pending[ref] = (job, start, attempt)
         progress.started(job, start)
 
+    deps = _deps(jobs)
+    cap = max(_slots(r) for r in campaign.models.values()) + 1  # queued in Ray: one more
+
+    def pick(items: list) -> tuple | None:
+        for i in range(len(items) - 1, -1, -1):
+            gate = _gate(items[i][0], deps, progress)
+            if gate != "wait":
+                return (*items.pop(i), gate)
+        return None
+
     while queue or retry or pending:
-        while (retry or queue) and len(pending) < _slots((retry or queue)[-1][0].resources) + 1:
-            job, start, attempt = retry.pop() if retry else (*queue.pop(), 1)
-            submit(job, start, attempt)
+        while len(pending) < cap and (item := pick(retry) or pick(queue)):
+            job, start, attempt, gate = item if len(item) == 4 else (*item[:2], 1, item[2])
+            if gate:
+                progress.failed(job, start, gate, final=True)
+                emit("failed", job, start, {"error": gate})
+            else:
+                submit(job, start, attempt)
+        if not pending:  # the rest waits on chunks that will not come
+            for job, start, *_ in [*retry, *queue]:
+                progress.failed(job, start, "waits on chunks that did not finish", final=True)
+            break
         ready, _ = ray.wait(list(pending), num_returns=1)
         job, start, attempt = pending.pop(ready[0])
         try:
