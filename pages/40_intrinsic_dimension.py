@@ -75,10 +75,14 @@ def scale_panel(estimator: str, pooling: str, dataset: str) -> None:
         width="stretch",
     )
     st.markdown(
-        "**What to notice.** The points are split at random into 2 or 4 disjoint subsets and "
+        "**What to look for.** The points are split at random into 2 or 4 disjoint subsets and "
         "TwoNN is run on each (DADApy's *decimation*); the band is the 95 % interval over "
         "subsets. If the curves shift with the number of points, the ID is scale dependent "
         "(noise at small scales, curvature at large ones) and only same-N values compare."
+    )
+    means = df.groupby("points")["mean"].mean().sort_values()
+    ui.findings(
+        "Mean ID over the states: " + ", ".join(f"{p} {v:.1f}" for p, v in means.items()) + "."
     )
     ui.download(df, f"intrinsic_dimension_scale_{model}", key="dl-scale")
 
