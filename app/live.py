@@ -65,15 +65,20 @@ class _Stop(BaseException):
 
 
 class _Ticket:
-    def __init__(self, number: int, session: str) -> None:
+    def __init__(self, number: int, session: str, heavy: bool = False) -> None:
         self.number = number
         self.session = session
+        self.heavy = heavy
         self.cancelled = False
         self.deadline = float("inf")
 
 
 class Gate:
-    """FIFO admission: ``slots`` running, at most ``max_waiting`` queued (position visible)."""
+    """FIFO admission: ``slots`` running, at most ``max_waiting`` queued (position visible).
+
+    Heavy requests (long traces) take at most ``slots - 1`` slots, so a short request (a lens)
+    is never stuck behind them: it passes waiting heavy requests when only the kept slot is free.
+    """
 
     def __init__(self, slots: int, max_waiting: int) -> None:
         self.slots = max(1, slots)
@@ -84,7 +89,7 @@ class Gate:
         self._by_session: dict[str, _Ticket] = {}
         self._numbers = itertools.count()
 
-    def enter(self, session: str) -> _Ticket:
+    def enter(self, session: str, heavy: bool = False) -> _Ticket:
         """Take a ticket; cancels the session's previous request.
 
         Raises:
@@ -103,7 +108,7 @@ class Gate:
                     f"{len(self._queue)} waiting). Try again in a minute; the precomputed "
                     "charts above need no waiting."
                 )
-            ticket = _Ticket(next(self._numbers), session)
+            ticket = _Ticket(next(self._numbers), session, heavy)
             self._queue.append(ticket)
             self._by_session[session] = ticket
             return ticket
@@ -115,15 +120,24 @@ class Gate:
                 return 0
             return self._queue.index(ticket) + len(self._running)
 
+    def _fits(self, ticket: _Ticket) -> bool:
+        if len(self._running) >= self.slots:
+            return False
+        heavy = sum(t.heavy for t in self._running)
+        return not ticket.heavy or self.slots == 1 or heavy < self.slots - 1
+
     def _admit(self, ticket: _Ticket) -> bool:
         if ticket in self._running:
             return True
-        if self._queue and self._queue[0] is ticket and len(self._running) < self.slots:
-            self._queue.popleft()
-            self._running.add(ticket)
-            self._cond.notify_all()  # the next in line may fit in another free slot
-            return True
-        return False
+        if ticket not in self._queue or not self._fits(ticket):
+            return False
+        first_fit = next((t for t in self._queue if self._fits(t)), None)
+        if first_fit is not ticket:  # someone ahead fits: FIFO among those that fit
+            return False
+        self._queue.remove(ticket)
+        self._running.add(ticket)
+        self._cond.notify_all()  # the next in line may fit in another free slot
+        return True
 
     def wait(self, ticket: _Ticket, timeout: float) -> bool:
         """Wait up to ``timeout`` s; True once ``ticket`` holds a slot."""
@@ -219,6 +233,7 @@ def run(
     limit_s: float | None = None,
     session: str | None = None,
     placeholder: Any = None,
+    heavy: bool = False,
 ) -> T:
     """Run ``compute()`` through the gate, under a time limit.
 
@@ -228,6 +243,7 @@ def run(
         session: Who asks (default: the Streamlit session); one request per session.
         placeholder: Where to show the queue position (default: a new ``st.empty()`` inside
             a Streamlit run, nothing outside one).
+        heavy: A long request (causal trace, patching sweep): it never takes the last slot.
 
     Returns:
         What ``compute`` returned.
@@ -240,7 +256,7 @@ def run(
     limit = float(limit_s if limit_s is not None else cfg.live_time_limit_s)
     g = gate()
     _install_hook()
-    ticket = g.enter(session or _session_id())
+    ticket = g.enter(session or _session_id(), heavy)
     shown = -1
     try:
         while not g.wait(ticket, 0.25):

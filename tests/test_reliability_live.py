@@ -166,3 +166,17 @@ def test_list_sizes_are_limited(monkeypatch):
     assert live.check_count(list(range(24)), "sentences")
     with pytest.raises(live.PromptError, match="75 sentences; the live panel takes at most 24"):
         live.check_count(list(range(75)), "sentences")
+
+
+def test_long_traces_leave_a_slot_for_short_requests():
+    g = live.Gate(2, 4)
+    trace1 = g.enter("a", heavy=True)
+    assert g.wait(trace1, 0.01)
+    trace2 = g.enter("b", heavy=True)
+    assert not g.wait(trace2, 0.01)  # the last slot is kept for short requests
+    lens = g.enter("c")
+    assert g.wait(lens, 0.01)  # passes the waiting trace
+    g.leave(lens)
+    assert not g.wait(trace2, 0.01)
+    g.leave(trace1)
+    assert g.wait(trace2, 0.5)
