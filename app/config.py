@@ -11,6 +11,7 @@
 | ``STAGESCOPE_LIVE_SLOTS`` | live requests computing at once | 2 |
 | ``STAGESCOPE_LIVE_QUEUE`` | live requests waiting at most (then "busy") | 40 |
 | ``STAGESCOPE_LIVE_TIME_LIMIT`` | seconds a live request may compute | 30 (20 in demo mode) |
+| ``STAGESCOPE_LIVE_HEAVY_TIME_LIMIT`` | the same for long traces (never the last slot) | 120 (60) |
 | ``STAGESCOPE_LIVE_MAX_ITEMS`` | longest list in a live panel (sentences ...) | 24 (12 in demo) |
 """
 
@@ -39,6 +40,7 @@ class AppConfig:
     live_slots: int = 2
     live_queue: int = 40
     live_time_limit_s: float = 30.0
+    live_heavy_time_limit_s: float = 120.0
     max_live_items: int = 24
 
     @classmethod
@@ -73,6 +75,9 @@ class AppConfig:
             live_slots=int(num("STAGESCOPE_LIVE_SLOTS", 2)),
             live_queue=int(num("STAGESCOPE_LIVE_QUEUE", 40)),
             live_time_limit_s=num("STAGESCOPE_LIVE_TIME_LIMIT", 20.0 if demo else 30.0),
+            live_heavy_time_limit_s=num(
+                "STAGESCOPE_LIVE_HEAVY_TIME_LIMIT", 60.0 if demo else 120.0
+            ),
             max_live_items=int(num("STAGESCOPE_LIVE_MAX_ITEMS", 12 if demo else 24)),
         )
 

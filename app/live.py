@@ -239,7 +239,8 @@ def run(
 
     Args:
         compute: The live computation (it calls the precompute functions on a shared model).
-        limit_s: Time limit in seconds; default ``config().live_time_limit_s``.
+        limit_s: Time limit in seconds; default ``config().live_time_limit_s`` (or
+            ``live_heavy_time_limit_s`` for a heavy request).
         session: Who asks (default: the Streamlit session); one request per session.
         placeholder: Where to show the queue position (default: a new ``st.empty()`` inside
             a Streamlit run, nothing outside one).
@@ -253,7 +254,8 @@ def run(
         LiveTimeout: The time limit passed (or a newer request of the session replaced it).
     """
     cfg = config()
-    limit = float(limit_s if limit_s is not None else cfg.live_time_limit_s)
+    default = cfg.live_heavy_time_limit_s if heavy else cfg.live_time_limit_s
+    limit = float(limit_s if limit_s is not None else default)
     g = gate()
     _install_hook()
     ticket = g.enter(session or _session_id(), heavy)
