@@ -63,6 +63,10 @@ def test_run_one_json():
         ("live-logit-lens", []),
         ("tuned-lens-train", ["--data-dir", "WIKITEXT"]),
         ("representations", ["--n", "12"]),
+        # The intervention benchmarks take ~30 s each even on a tiny model: slow tier.
+        pytest.param("layer-sweep", ["--n", "2"], marks=pytest.mark.slow),
+        pytest.param("causal-tracing", ["--n", "2"], marks=pytest.mark.slow),
+        pytest.param("attention-knockout", ["--n", "2"], marks=pytest.mark.slow),
     ],
 )
 def test_bench_json(name, extra, wikitext_dir):
