@@ -123,3 +123,16 @@ def test_window_rule():
     for bad in ("", "0", "auto,-1", "wide"):
         with pytest.raises(ValueError, match="auto"):
             parse_windows(bad, 30)
+
+
+def test_bad_windows_are_refused_at_set_time():
+    from precompute.methods.attention_knockout import KnockoutConfig
+    from precompute.model.tracing import CausalTracingConfig
+
+    assert KnockoutConfig().with_overrides({"window": "auto,1,9"}).window == "auto,1,9"
+    assert CausalTracingConfig().with_overrides({"window": "4"}).window == "4"
+    for cfg, value in ((KnockoutConfig(), "wide"), (CausalTracingConfig(), "0")):
+        with pytest.raises(ValueError, match="auto"):
+            cfg.with_overrides({"window": value})
+    with pytest.raises(ValueError, match="one window"):
+        CausalTracingConfig().with_overrides({"window": "auto,1"})

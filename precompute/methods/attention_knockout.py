@@ -99,6 +99,12 @@ class KnockoutConfig(BaseConfig):
     chunk_elems: int = 2**24
     subject: str = ""
 
+    def with_overrides(self, overrides: dict[str, str]) -> KnockoutConfig:
+        """As ``BaseConfig.with_overrides``; also checks ``window`` (``--set window=auto,1``)."""
+        out = super().with_overrides(overrides)
+        parse_windows(out.window, 1)
+        return out  # type: ignore[return-value]
+
 
 # ------------------------------------------------------------------------------------------------
 # The knockout itself

@@ -80,6 +80,13 @@ class CausalTracingConfig(BaseConfig):
     batch_seqs: int = 320
     stride: int = 1
 
+    def with_overrides(self, overrides: dict[str, str]) -> CausalTracingConfig:
+        """As ``BaseConfig.with_overrides``; also checks ``window`` and ``kinds`` (``--set``)."""
+        out = super().with_overrides(overrides)
+        out.window_for(1)
+        out.kind_list()
+        return out  # type: ignore[return-value]
+
     def window_for(self, n_layers: int) -> int:
         """The window W for a model of ``n_layers`` blocks (``auto`` scales it to the depth)."""
         windows = parse_windows(self.window, n_layers)
