@@ -28,8 +28,8 @@ def sites_finding(mlp_subject: pd.DataFrame, attn_last: pd.DataFrame) -> str:
         m, k = int(np.argmax(g["mean"].to_numpy())), int(np.argmax(a["mean"].to_numpy()))
         s = (
             f"**{model}** ({int(g['n'].max())} facts): MLP effect at the last subject token peaks "
-            f"at {where(g, m, 'block')} ({g['mean'].iloc[m]:.2f}); attention at the last token "
-            f"at {where(a, k, 'block')} ({a['mean'].iloc[k]:.2f})"
+            f"at {where(g, m, 'block')}, {g['mean'].iloc[m]:.2f}; attention at the last token "
+            f"at {where(a, k, 'block')}, {a['mean'].iloc[k]:.2f}"
         )
         s += (
             " -- lookup first, then the move, as ROME found."
