@@ -22,7 +22,7 @@ changes; ``tests/test_lessons.py`` opens every step and checks that each value s
 
 The lesson bar (``lesson_bar``, called by the router before the page runs) shows step k of n,
 back and next, the question, the teacher's note in an expander, and a projector switch (larger
-type, no sidebar). Back and next call ``st.switch_page`` with the step's query parameters, so the
+type, no sidebar). Back and next are page links carrying the step's query parameters, so the
 browser's address bar always holds a link to the current step (``step_link`` writes one).
 """
 
@@ -190,6 +190,21 @@ def step_link(lesson: Lesson, k: int, projector: bool = False) -> str:
     return f"/{step.page}?" + urlencode(step_params(lesson, k, projector), doseq=True)
 
 
+def link(
+    lesson: Lesson, k: int, projector: bool, label: str, key: str, disabled: bool = False
+) -> None:
+    """A page link to step ``k`` with its query parameters (it can also open in a new tab)."""
+    step = lesson.steps[k - 1]
+    with st.container(key=key):
+        st.page_link(
+            str(pages()[step.page]),
+            label=label,
+            query_params=step_params(lesson, k, projector),
+            disabled=disabled,
+            width="stretch",
+        )
+
+
 def go(lesson: Lesson, k: int, projector: bool = False) -> None:
     """Open step ``k`` of a lesson (stops the current run)."""
     st.session_state["lesson_at"] = (lesson.id, k)
@@ -235,10 +250,10 @@ def lesson_bar(current_page: str) -> None:
     with st.container(border=True, key="lesson_bar"):
         c1, c2, c3, c4 = st.columns([5, 1, 1, 1], vertical_alignment="center")
         c1.markdown(f"📚 **{lesson.title}** · step **{k} of {n}**: {step.title}")
-        if c2.button("← Back", key="lesson_back", disabled=k == 1, width="stretch"):
-            go(lesson, k - 1, projector)
-        if c3.button("Next →", key="lesson_next", disabled=k == n, width="stretch"):
-            go(lesson, k + 1, projector)
+        with c2:
+            link(lesson, max(k - 1, 1), projector, "← Back", "lesson_back", disabled=k == 1)
+        with c3:
+            link(lesson, min(k + 1, n), projector, "Next →", "lesson_next", disabled=k == n)
         if c4.button("Leave", key="lesson_leave", width="stretch"):
             st.session_state.pop("lesson_at", None)
             st.session_state["lesson_projector"] = False
@@ -247,8 +262,7 @@ def lesson_bar(current_page: str) -> None:
             st.rerun()
         if (current_page or "home") != step.page:  # the default page has an empty path
             st.caption(f"You left the lesson's page ({step.page}).")
-            if st.button(f"Back to step {k}", key="lesson_return"):
-                go(lesson, k, projector)
+            link(lesson, k, projector, f"Back to step {k}", "lesson_return")
         st.markdown(f"❓ **Ask the class:** {step.question}")
         e1, e2 = st.columns([4, 1])
         with e1.expander("Teacher's note"):

@@ -53,6 +53,21 @@ def test_bad_lessons_are_refused():
         lessons.parse("title = ", "x")
 
 
+def _follow(at: AppTest, label: str) -> AppTest:
+    """Follow a lesson-bar page link as the browser does: its page, with its query string."""
+    link = next(pl for pl in at.get("page_link") if pl.proto.label.startswith(label))
+    assert not link.proto.disabled, f"{label} is disabled"
+    target = lessons.pages()[link.proto.page or "home"]
+    at.query_params.clear()
+    for key, values in parse_qs(link.proto.query_string).items():
+        at.query_params[key] = values[0] if len(values) == 1 else values
+    return at.switch_page(f"../pages/{target.name}").run()  # relative to app/streamlit_app.py
+
+
+def _disabled(at: AppTest, label: str) -> bool:
+    return next(pl for pl in at.get("page_link") if pl.proto.label.startswith(label)).proto.disabled
+
+
 def _qp(at: AppTest, key: str) -> list[str]:
     value = at.query_params.get(key)
     return value if isinstance(value, list) else [value]
@@ -87,22 +102,26 @@ def test_full_lesson_every_step_opens_its_page_in_the_stated_state(monkeypatch):
     at.query_params.update({"lesson": lesson.id, "step": "1"})
     at.run()
     if lesson.steps[0].page != "home":
-        at.button(key="lesson_return").click().run()
+        _follow(at, "Back to step")
     _assert_step(at, lesson, 1)
-    assert at.button(key="lesson_back").disabled
+    assert _disabled(at, "← Back")
     for k in range(2, len(lesson.steps) + 1):
-        at.button(key="lesson_next").click().run()
+        _follow(at, "Next")
         _assert_step(at, lesson, k)
-    assert at.button(key="lesson_next").disabled
-    at.button(key="lesson_back").click().run()
+    assert _disabled(at, "Next")
+    _follow(at, "← Back")
     _assert_step(at, lesson, len(lesson.steps) - 1)
     at.toggle(key="lesson_projector").set_value(True).run()
-    at.button(key="lesson_next").click().run()
-    assert _qp(at, "projector") == ["1"]
+    assert any("font-size: 22px" in h.proto.body for h in at.get("html"))
+    _follow(at, "Next")
+    assert _qp(at, "projector") == ["1"]  # projector mode travels with the link
     assert any("font-size: 22px" in h.proto.body for h in at.get("html"))
     at.button(key="lesson_leave").click().run()
-    assert "lesson" not in at.query_params
-    assert not at.get("html") or all("font-size" not in h.proto.body for h in at.get("html"))
+    assert "lesson" not in at.query_params and "projector" not in at.query_params
+    assert not at.get("page_link") or not any(
+        pl.proto.label.startswith("Next") for pl in at.get("page_link")
+    )
+    assert all("font-size" not in h.proto.body for h in at.get("html"))
 
 
 @pytest.mark.parametrize("lesson_id", ["facts", "lenses"])
@@ -115,5 +134,5 @@ def test_other_lessons_each_step_opens_in_state(lesson_id, monkeypatch):
         at.query_params.update({"lesson": lesson.id, "step": str(k)})
         at.run()  # lands on the home page with the lesson bar; "back to step" opens the step
         if lesson.steps[k - 1].page != "home":
-            at.button(key="lesson_return").click().run()
+            _follow(at, "Back to step")
         _assert_step(at, lesson, k)
