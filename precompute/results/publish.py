@@ -111,7 +111,12 @@ def validate(results_dir: Path) -> dict[str, int]:
         con = duckdb.connect(
             str(results_dir / DB_NAME),
             read_only=True,
-            config={"enable_external_access": False, "autoload_known_extensions": False},
+            config={  # the same settings as the app's (a file is opened one way per process)
+                "enable_external_access": False,
+                "autoload_known_extensions": False,
+                "autoinstall_known_extensions": False,
+                "lock_configuration": True,
+            },
         )
         con.execute("SELECT count(*) FROM metrics").fetchone()
         con.close()
