@@ -56,6 +56,7 @@ def legend(title: str | None, **kw) -> alt.Legend:
         orient=kw.pop("orient", "right"),
         labelLimit=LABEL_LIMIT,
         titleLimit=LABEL_LIMIT,
+        symbolOpacity=kw.pop("symbolOpacity", 1),
         **kw,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import altair as alt
 import pandas as pd
 
@@ -154,7 +156,9 @@ def trace_heatmaps(
     """
     df = df[df["kind"].isin(list(kinds))].copy()
     df["token"], order = position_labels(df, df["subject"].astype(bool))
-    df["restored"] = df["kind"].map(lambda k: f"restoring the {kinds[k]}")
+    # Header lines joined by "|" and split by the header's labelExpr (a long name wraps).
+    header = {k: "|".join(textwrap.wrap(f"restoring the {v}", 30)) for k, v in kinds.items()}
+    df["restored"] = df["kind"].map(header)
     n_pos = max(df["position"].nunique(), 1)
     n_kinds = max(df["kind"].nunique(), 1)
     chart = (
@@ -173,7 +177,7 @@ def trace_heatmaps(
                 legend=legend("p(answer) restored", orient="bottom", gradientLength=260),
             ),
             tooltip=[
-                "restored:N",
+                "kind:N",
                 "token:N",
                 "layer:O",
                 *([alt.Tooltip("rel_depth:Q", format=".2f")] if "rel_depth" in df else []),
@@ -184,9 +188,11 @@ def trace_heatmaps(
         .facet(
             column=alt.Column(
                 "restored:N",
-                sort=[f"restoring the {v}" for v in kinds.values()],
+                sort=[header[k] for k in kinds],
                 title=None,
-                header=alt.Header(labelFontSize=13, labelLimit=0),
+                header=alt.Header(
+                    labelFontSize=13, labelLimit=0, labelExpr="split(datum.label, '|')"
+                ),
             )
         )
     )
