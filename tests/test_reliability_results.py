@@ -78,3 +78,21 @@ def test_parquet_tables_in_a_path_with_an_apostrophe(tmp_path):
     assert con.execute("SELECT count(*) FROM metrics_agg").fetchone()[0] > 0
     with pytest.raises(duckdb.Error):
         con.execute("SELECT * FROM read_parquet(?)", [str(folder / "tables" / "runs.parquet")])
+
+
+def test_pinned_results_come_from_the_cache_when_the_hub_is_down(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from precompute.model import catalog
+    from precompute.results.publish import fetch
+
+    asked = []
+
+    def download(**kw):
+        asked.append(kw)
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    monkeypatch.setattr(catalog, "hub_reachable", lambda: False)
+    assert fetch("org/results", "abc123") == tmp_path
+    assert asked[0]["local_files_only"] is True and asked[0]["revision"] == "abc123"
