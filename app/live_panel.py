@@ -83,9 +83,9 @@ def run(
                     f = min(max(float(fraction), 0.0), 1.0)
                     bar.progress(f, text=f"{spinner} {f:.0%}, {time.monotonic() - start:.0f} s")
 
-                result = compute(report)
+                result = live.run(lambda: compute(report), heavy=stoppable)  # queue, time limit
             else:
-                result = compute()
+                result = live.run(compute, heavy=stoppable)  # queue, time limit
             status.update(label="Done", state="complete")
     except ValueError as err:  # includes live.PromptError
         slot.empty()
