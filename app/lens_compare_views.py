@@ -1,7 +1,7 @@
 """Data shaping for the tuned-lens pages ("Guess, then refine", "Lens disagreement").
 
-Queries of the ``guess_refine`` and ``tuned_lens`` rows, the live two-lens frame, and the few
-page-specific Altair builders (pure: DataFrame in, chart out) that ``app.charts`` has no match for.
+Queries of the ``guess_refine`` and ``tuned_lens`` rows and the live two-lens frame; the charts
+are ``charts.stacked_shares``, ``charts.k_curves`` and ``charts.token_heatmap``.
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 
-from app import charts, data, live
+from app import data, live
 
 GR = "guess_refine"
 TL = "tuned_lens"
@@ -170,84 +169,6 @@ def tuned_eval(models: list[str] | None, metric: str) -> pd.DataFrame:
         df = df[df["model"].isin(models)]
     df["lens"] = df["variant"].map(LENS_LABELS).fillna(df["variant"])
     return df
-
-
-# ----------------------------------------------------------------------------------------------
-# Charts.
-
-
-def stacked_shares(df: pd.DataFrame) -> alt.FacetChart:
-    """Stacked bars: bucket shares by relative depth; a row per model, a column per lens."""
-    return (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            x=alt.X(
-                "rel_depth:Q",
-                title="relative depth (0 = embeddings, 1 = last)",
-                bin=alt.Bin(step=0.05),
-                scale=alt.Scale(domain=[0, 1.05]),
-            ),
-            y=alt.Y("mean:Q", title="share of lens top-1 tokens (fraction)", stack="normalize"),
-            color=alt.Color(
-                "bucket:N",
-                sort=[BUCKET_LABELS[b] for b in BUCKETS],
-                scale=alt.Scale(range=charts.OKABE_ITO),
-                title="corpus frequency of the top-1 token",
-            ),
-            order=alt.Order("order:Q"),
-            tooltip=[
-                "model",
-                "lens",
-                "layer",
-                "bucket",
-                alt.Tooltip("mean:Q", format=".2f", title="share"),
-                "n",
-            ],
-        )
-        .properties(height=170, width=300)
-        .facet(row=alt.Row("model:N", title=None), column=alt.Column("lens:N", title=None))
-    )
-
-
-def k_curves(df: pd.DataFrame, color: str = "group", title: str = "group") -> alt.Chart:
-    """Earliest relative depth reaching rank <= k, over k (log scale), dashed by lens."""
-    base = alt.Chart(df).encode(
-        x=alt.X("k:Q", scale=alt.Scale(type="log"), title="k (rank threshold, log scale)"),
-        color=alt.Color(f"{color}:N", scale=alt.Scale(range=charts.OKABE_ITO), title=title),
-    )
-    band = base.mark_area(opacity=0.15).encode(y="ci_lo:Q", y2="ci_hi:Q", detail="lens:N")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y(
-            "mean:Q",
-            title="relative depth where rank <= k first holds",
-            scale=alt.Scale(domain=[0, 1]),
-        ),
-        strokeDash=alt.StrokeDash("lens:N", title="lens"),
-        tooltip=[color, "lens", "k", alt.Tooltip("mean:Q", format=".3f"), "n"],
-    )
-    return alt.layer(band, line).properties(height=300)
-
-
-def disagreement_heatmap(df: pd.DataFrame, value: str, title: str, domain, reverse: bool):
-    """``charts.token_heatmap`` with a red frame on the cells where the two lenses disagree."""
-    heat = charts.token_heatmap(df, value, title, domain, reverse=reverse)
-    marks = df[df["disagree"]].copy()
-    if marks.empty:
-        return heat
-    marks["pos_label"] = marks["position"].astype(str) + ": " + marks["input_token"].astype(str)
-    order = (
-        df.assign(pos_label=df["position"].astype(str) + ": " + df["input_token"].astype(str))
-        .drop_duplicates("position")
-        .sort_values("position")["pos_label"]
-        .tolist()
-    )
-    frame = (
-        alt.Chart(marks)
-        .mark_rect(fill=None, stroke="#D55E00", strokeWidth=2)
-        .encode(x=alt.X("pos_label:N", sort=order), y=alt.Y("layer:O", sort="descending"))
-    )
-    return alt.layer(*heat.layer, frame).properties(height=heat.height, width=heat.width)
 
 
 # ----------------------------------------------------------------------------------------------
