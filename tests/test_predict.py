@@ -14,12 +14,14 @@ from streamlit.testing.v1 import AppTest
 from app import poll, predict
 
 ROOT = Path(__file__).resolve().parent.parent
-DB = ROOT / "data" / "results" / "stagescope.duckdb"
+AGG = ROOT / "data" / "results" / "tables" / "metrics_agg.parquet"
 ID_PAGE = str(ROOT / "pages" / "40_intrinsic_dimension.py")
 
 
 def _q(sql: str) -> pd.DataFrame:
-    with duckdb.connect(str(DB), read_only=True) as con:
+    """Query the embedded parquet table directly (not through the app's connection)."""
+    with duckdb.connect(":memory:") as con:
+        con.execute(f"CREATE VIEW metrics_agg AS SELECT * FROM read_parquet('{AGG.as_posix()}')")
         return con.execute(sql).df()
 
 
