@@ -4,9 +4,10 @@
 and the chunked offline methods (``logit_lens``, ``component_norms``, ``attention_locality``,
 ``lens_entropy``; each at its own chunk size, so the chunks are those of the default campaign),
 runs it with ``--executor local`` and on a fresh local Ray cluster (``ray start --head``, two
-worker CPUs), and prints both wall times, the mean chunk time and the scheduling round trip of
-a no-op task with the same resources (the per-chunk overhead Ray adds once its workers are up).
-The model (``--model``) is not used. WikiText comes from ``--data-dir`` or is synthetic.
+worker CPUs; every process uses one thread), and prints both wall times, the mean chunk time and
+the scheduling round trip of a no-op task with the same resources (the per-chunk overhead Ray adds
+once its workers are up). ``--model`` is not used; WikiText comes from ``--data-dir`` or is
+synthetic.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _noop() -> int:
 
 def _campaign(base: Path, toml: Path, data: Path, *extra: str) -> tuple[float, dict]:
     work = base / f"work-{len(list(base.glob('work-*')))}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    # One thread per process, as in Ray's workers: the comparison is 1 worker vs 2.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "precompute", "campaign", str(toml), "--quiet", "--json"]
     t0 = time.perf_counter()
     proc = subprocess.run(
