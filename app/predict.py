@@ -21,7 +21,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import poll
+from app import charts, poll
 
 
 @dataclass(frozen=True)
@@ -177,23 +177,7 @@ def compare(q: Question, guess: float, truth: pd.DataFrame) -> str:
 
 def overlay(chart, guess: float, q: Question):
     """Draw the guess on a chart as a dashed rule (x: a depth, y: a value)."""
-    enc = alt.X("g:Q") if q.axis == "x" else alt.Y("g:Q")
-    rule = (
-        alt.Chart(pd.DataFrame({"g": [guess], "label": ["your guess"]}))
-        .mark_rule(strokeDash=[6, 3], size=2, color="#D55E00")
-        .encode(**{q.axis: enc}, tooltip=["label:N", alt.Tooltip("g:Q", format=".2f")])
-    )
-    config = getattr(chart, "config", alt.Undefined)
-    try:
-        if config is not alt.Undefined:  # a configured chart cannot sit inside a layer
-            chart = chart.copy()
-            chart.config = alt.Undefined
-        layered = alt.layer(chart, rule)
-        if config is not alt.Undefined:
-            layered.config = config
-        return layered
-    except Exception:  # a chart that cannot be layered (facets, concat): show it unchanged
-        return chart
+    return charts.guess_rule(chart, guess, q.axis)
 
 
 def _submit(q: Question, guess: float) -> None:
@@ -307,20 +291,4 @@ def class_chart(key: str, values: list[float], bins: int = 10) -> alt.LayerChart
     """The class's guesses as a histogram, with each model's answer as a labelled rule."""
     q = QUESTIONS[key]
     hist = pd.DataFrame(poll.histogram(values, q.lo, q.hi, bins))
-    bars = (
-        alt.Chart(hist)
-        .mark_bar(color="#56B4E9")
-        .encode(
-            x=alt.X("start:Q", bin="binned", title=f"guess ({q.unit})"),
-            x2="end:Q",
-            y=alt.Y("count:Q", title="students", axis=alt.Axis(tickMinStep=1)),
-            tooltip=["start:Q", "end:Q", "count:Q"],
-        )
-    )
-    truth = default_answer(key)
-    rules = (
-        alt.Chart(truth)
-        .mark_rule(size=3, strokeDash=[4, 2])
-        .encode(x="value:Q", color=alt.Color("model:N", title="answer in the data"))
-    )
-    return alt.layer(bars, rules).properties(height=260, title=q.text)
+    return charts.guess_histogram(hist, default_answer(key), q.unit, q.text)

@@ -192,6 +192,19 @@ BUILDERS = {
         ),
         set(),
     ),
+    "guess_histogram": lambda: (
+        charts.guess_histogram(
+            pd.DataFrame({"start": [0.0, 0.5], "end": [0.5, 1.0], "count": [3, 1]}),
+            pd.DataFrame({"model": ["a-model", "b-model"], "value": [0.3, 0.6]}),
+            "relative depth",
+            "When does the model know the answer?",
+        ),
+        {"model"},
+    ),
+    "guess_rule": lambda: (
+        charts.guess_rule(charts.depth_lines(depth_frame(), "KL (nats)"), 0.35),
+        {"model"},
+    ),
     "scaled_lines": lambda: (
         charts.scaled_lines(
             stage_frames()[0], "value", "scaled (0-1)", "signature", "signature", "All signatures"

@@ -31,7 +31,13 @@ from app.charts.depth import (
     symlog_ticks,
 )
 from app.charts.heat import matrix_heatmap, pattern_chart, token_heatmap, trace_heatmaps
-from app.charts.other import layer_bars, neuron_scatter, stacked_shares
+from app.charts.other import (
+    guess_histogram,
+    guess_rule,
+    layer_bars,
+    neuron_scatter,
+    stacked_shares,
+)
 
 __all__ = [
     "BYTE_TOKEN",
@@ -45,6 +51,8 @@ __all__ = [
     "STAGES",
     "depth_lines",
     "finish",
+    "guess_histogram",
+    "guess_rule",
     "k_curves",
     "knockout_chart",
     "layer_bars",

@@ -105,3 +105,56 @@ def layer_bars(
 
 
 __all__ = ["layer_bars", "neuron_scatter", "stacked_shares"]
+
+
+def guess_rule(chart, guess: float, axis: str = "x"):
+    """The chart with a student's guess drawn as a dashed vermillion rule (x: depth, y: value).
+
+    A finished chart keeps its configuration; a chart that cannot be layered (facets, concats)
+    comes back unchanged.
+    """
+    enc = alt.X("g:Q") if axis == "x" else alt.Y("g:Q")
+    rule = (
+        alt.Chart(pd.DataFrame({"g": [guess], "label": ["your guess"]}))
+        .mark_rule(strokeDash=[6, 3], size=2, color=OKABE_ITO[5])
+        .encode(**{axis: enc}, tooltip=["label:N", alt.Tooltip("g:Q", format=".2f")])
+    )
+    try:
+        inner = chart.copy()
+        lifted = {}  # a configured chart cannot sit inside a layer; title and size go on top
+        for name in ("config", "title", "height", "width"):
+            lifted[name] = getattr(inner, name, alt.Undefined)
+            setattr(inner, name, alt.Undefined)
+        layered = alt.layer(inner, rule).properties(
+            **{k: v for k, v in lifted.items() if k != "config" and v is not alt.Undefined}
+        )
+        if lifted["config"] is not alt.Undefined:
+            layered.config = lifted["config"]
+        return layered
+    except Exception:  # noqa: BLE001 - altair refuses facets/concats in a layer in several ways
+        return chart
+
+
+def guess_histogram(hist: pd.DataFrame, truth: pd.DataFrame, unit: str, title: str):
+    """The class's guesses as a histogram (``start, end, count``), each model's answer a rule."""
+    bars = (
+        alt.Chart(hist)
+        .mark_bar(color=OKABE_ITO[1])
+        .encode(
+            x=alt.X("start:Q", bin="binned", title=f"guess ({unit})"),
+            x2="end:Q",
+            y=alt.Y("count:Q", title="students", axis=alt.Axis(tickMinStep=1)),
+            tooltip=["start:Q", "end:Q", "count:Q"],
+        )
+    )
+    rules = (
+        alt.Chart(truth)
+        .mark_rule(size=3, strokeDash=[4, 2])
+        .encode(
+            x="value:Q",
+            color=alt.Color(
+                "model:N", scale=alt.Scale(range=OKABE_ITO), legend=legend("answer in the data")
+            ),
+        )
+    )
+    return finish(alt.layer(bars, rules), wrap(title, 70), None, 300)
