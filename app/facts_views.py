@@ -27,7 +27,11 @@ GROUPS = {
     "further": "further tokens",
     "last": "last token",
 }
-DATASETS = {"facts": "team facts", "known_1000": "known_1000 (ROME)"}
+DATASETS = {
+    "facts": "team facts",
+    "known_1000": "known_1000 (ROME)",
+    "facts_known": "team facts + known_1000",
+}
 
 INTRO = (
     "Causal tracing adds noise to the subject's embeddings so the model forgets the answer, "
@@ -208,6 +212,7 @@ def live_trace(
     df = result_frame(lm, r)
     df["model"] = model_name
     df["seconds"] = r.seconds
+    df.attrs["inputs"] = {"model": model_name, "prompt": prompt}  # for the CSV download
     return df
 
 

@@ -19,6 +19,7 @@ EDGES = {
     "subject": "subject → last",
     "non_subject": "non-subject → last",
     "last": "last → last",
+    "first": "start token (position 0, the attention sink) → last",
 }
 #: Gandikota et al., "Evolution of LLM Stages" (its "Attn Knockout" section): the drop sits at
 #: 40-70 % of depth in every model size.
@@ -29,7 +30,11 @@ PATCH_VARIANTS = {
     "block_out_last": "one block's output at the last token",
     "resid_subject_last": "residual state at the last subject token",
 }
-DATASETS = {"facts": "team facts", "known_1000": "known_1000 (ROME)"}
+DATASETS = {
+    "facts": "team facts",
+    "known_1000": "known_1000 (ROME)",
+    "facts_known": "team facts + known_1000",
+}
 
 METHOD_NOTE = (
     "**Method.** Attention is the only way information moves between tokens. Block the "
@@ -190,7 +195,9 @@ def live_knockout(
     df["subject_tokens"] = " | ".join(lm.token_strs(r.fact.ids[0, r.fact.start : r.fact.end]))
     df["correct"] = r.correct
     df["window"] = window
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["inputs"] = {"model": model_name, "prompt": prompt}  # for the CSV download
+    return df
 
 
 def describe_live(df: pd.DataFrame, answer: str) -> str:

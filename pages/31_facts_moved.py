@@ -54,7 +54,7 @@ def knockout() -> None:
     df = knockout_curves(dataset, window, picked)
     if not predict.ask_first("fact_moved", df):
         return
-    for grp, label in EDGES.items():
+    for grp, label in ((g, x) for g, x in EDGES.items() if (df["grp"] == g).any()):
         chart = charts.knockout_chart(
             df[df["grp"] == grp], SEED_BAND, SEED_BAND_LABEL, f"Cutting the edges {label}"
         )

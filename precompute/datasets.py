@@ -5,6 +5,8 @@
 * ``examples``: the team's example prompts in ``data/prompts/examples.json``.
 * ``known_1000``: the ROME facts, from ``--data-dir/known_1000.json`` or the Hub.
 * ``facts``: the team's own facts in ``data/prompts/facts.json``.
+* ``facts_known``: ``facts`` then ``known_1000``, deduplicated (:func:`load_facts_known`): the
+  fact pool for samples larger than the team's file (knockout's 300 correctly answered facts).
 
 Every loader returns ``(items, sha256)`` so a run records exactly which data it saw.
 """
@@ -112,8 +114,44 @@ def load_facts(n: int | None = None) -> tuple[list[Item], str]:
     return items[:n], _sha256(raw)
 
 
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def load_facts_known(data_dir: Path | None, n: int | None = None) -> tuple[list[Item], str]:
+    """The team's facts, then ROME's known_1000 facts not already among them.
+
+    Each item reads through the one fact prompt of ``precompute.facts`` (``fact_parts``): its
+    fields hold ``subject``, ``answer`` (known_1000's ``attribute``), ``relation`` (known_1000's
+    Wikidata ``relation_id``) and ``source`` (``facts`` or ``known_1000``) beside the original
+    fields. A fact is dropped when an earlier one has the same prompt or the same subject and
+    answer (whitespace and case ignored), so the team's wording wins. Prompt ids are the sources'
+    own (``fact-0001``, ``known-0000``): stable, and the same as in ``facts`` and ``known_1000``.
+    Which facts a model answers correctly is decided by the methods (``facts.answer_matches``).
+
+    Returns:
+        ``(items, sha256)``; the hash covers both files.
+    """
+    from precompute.facts import fact_parts
+
+    facts, h_facts = load_facts()
+    known, h_known = load_known(data_dir)
+    seen: set[tuple[str, ...]] = set()
+    items = []
+    for source, group in (("facts", facts), ("known_1000", known)):
+        for it in group:
+            prompt, subject, answer, relation = fact_parts(it)
+            keys = {("prompt", _norm(prompt)), ("fact", _norm(subject), _norm(answer))}
+            if keys & seen:
+                continue
+            seen |= keys
+            fields = dict(it.fields, subject=subject, answer=answer, relation=relation)
+            items.append(Item(it.prompt_id, prompt, dict(fields, source=source)))
+    return items[:n], _sha256(f"facts:{h_facts} known_1000:{h_known}".encode())
+
+
 #: Dataset names ``load_dataset`` knows.
-DATASETS = ("wikitext", "examples", "known_1000", "facts")
+DATASETS = ("wikitext", "examples", "known_1000", "facts", "facts_known")
 
 
 def check_dataset_name(name: str) -> str:
@@ -141,4 +179,6 @@ def load_dataset(name: str, data_dir: Path | None = None, n: int | None = None):
         return load_known(data_dir, n)
     if name == "facts":
         return load_facts(n)
-    raise DatasetError(f"Unknown dataset {name!r}; known: wikitext, examples, known_1000, facts")
+    if name == "facts_known":
+        return load_facts_known(data_dir, n)
+    raise DatasetError(f"Unknown dataset {name!r}; known: {', '.join(DATASETS)}")

@@ -172,6 +172,24 @@ def test_process_rows_and_wrong_facts(tiny_models):
     assert wrong["fact_checks"]["correct"].tolist() == [False]
 
 
+def test_stride_and_n_correct_pick_the_facts_tried(tiny_models):
+    """``items[::stride]`` in dataset order, stopping once ``n_correct`` facts were kept."""
+    lm = tiny_models["tiny-gpt2"]
+    ctx = RunContext(lm.name, "attention_knockout", "facts", "run")
+    right, wrong = _items(lm, True)[0], _items(lm, False)[0]
+    items = [
+        Item(f"k{i}", PROMPT, (right if i % 3 else wrong).fields) for i in range(12)
+    ]  # k0, k3, k6, k9 wrong
+    m = process(lm, items, KnockoutConfig(window=1, stride=2, n_correct=3), ctx)["metrics"]
+    tried = m[m["metric"] == "answer_correct"]
+    assert tried["prompt_id"].tolist() == ["k0", "k2", "k4", "k6", "k8"]  # stops at 3 kept
+    assert tried["value"].sum() == 3
+    kept = set(m.loc[m["layer_kind"] == "window_center", "prompt_id"])
+    assert kept == {"k2", "k4", "k8"}
+    every = process(lm, items, KnockoutConfig(window=1, stride=2), ctx)["metrics"]
+    assert (every["metric"] == "answer_correct").sum() == 6  # n_correct = 0: no limit
+
+
 def test_scaled_window_and_w1_beside_it(tiny_models):
     from precompute.facts import scaled_window
 
@@ -234,4 +252,5 @@ def test_live_panel_equals_precompute_table(tiny_models, monkeypatch):
     shown = flow_views.live_knockout(lm.name, PROMPT, (start, start + len(SUBJECT)), 3)
     shown = shown.set_index(["grp", "layer"])["mean"].sort_index()
     assert len(stored) == len(shown) == len(BLOCK_SETS) * lm.n_layers
+    assert set(flow_views.EDGES) == set(BLOCK_SETS)  # every key set has a human label
     assert (stored - shown).abs().max() == 0.0

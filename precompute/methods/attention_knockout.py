@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -87,6 +87,8 @@ class KnockoutConfig(BaseConfig):
     ``chunk_elems`` bounds the logits held at once (ours; Gemma's vocabulary is 262k).
     ``stride`` = 1: knock out every ``stride``-th fact only (ours: a small CPU run still spans
     every relation of the fact file, which is ordered by relation).
+    ``n_correct`` = 0: stop once this many facts were answered correctly (0: try all ``n_items``;
+    ours: ``--dataset facts_known --set n_correct=300`` gives the issue's 300 correct facts).
     ``subject`` is used by ``run-one`` only (or mark it in brackets in the prompt).
     """
 
@@ -97,6 +99,7 @@ class KnockoutConfig(BaseConfig):
     stride: int = 1
     max_tokens: int = 64
     chunk_elems: int = 2**24
+    n_correct: int = field(default=0, metadata={"lo": 0})
     subject: str = ""
 
     def with_overrides(self, overrides: dict[str, str]) -> KnockoutConfig:
@@ -281,15 +284,19 @@ def process(
 ) -> dict[str, pd.DataFrame]:
     """Precompute: knockout curves of every fact the model answers correctly.
 
-    Facts whose subject cannot be located (or whose prompt is too long) get one summary row
-    ``subject_found = 0``; facts the model gets wrong get ``answer_correct = 0``: both are counted,
-    never silently lost.
+    Facts are tried in dataset order, ``items[::stride]``, until ``n_correct`` were answered
+    correctly (``facts.answer_matches``; 0: no limit). Every fact tried gets one summary row:
+    ``subject_found = 0`` when its subject cannot be located (or its prompt is too long), else
+    ``answer_correct`` (1 kept and knocked out, 0 not): tried = their count, kept = the sum.
     """
     recs, prompts, checks = [], [], []
     n_layers = lm.n_layers
     windows = parse_windows(cfg.window, n_layers)
     variant = windows[0][0]  # the main window labels the per-fact summary rows
+    kept = 0
     for item in items[:: max(1, cfg.stride)]:
+        if cfg.n_correct > 0 and kept >= cfg.n_correct:
+            break
         pid = item.prompt_id
         prompt, subject, answer, _ = fact_parts(item)
         try:
@@ -303,6 +310,7 @@ def process(
         recs.append(summary_record(pid, n_layers, "answer_correct", correct, "fraction", variant))
         if not correct:
             continue
+        kept += 1
         for name, w in windows:
             r = knockout_fact(
                 lm,
