@@ -137,6 +137,7 @@ def live_lens_frame(model_name: str, prompt: str, max_tokens: int) -> pd.DataFra
         index=["layer", "position", "input_token", "token"], columns="metric", values="value"
     ).reset_index()
     wide["truncated"] = n_tokens > max_tokens
+    wide.attrs["inputs"] = {"model": model_name, "prompt": prompt}  # for the CSV download
     return wide
 
 

@@ -163,7 +163,7 @@ def _topk(lm, logp, k: int) -> pd.DataFrame:
 
 def live_table(res: dict) -> pd.DataFrame:
     """Join the live top-k tables, before and after, into one long frame (CSV download)."""
-    extra = {k: res[k] for k in ("model", "action", "layer", "kl_last", "kl_mean")}
+    extra = {k: res[k] for k in ("model", "prompt", "action", "layer", "kl_last", "kl_mean")}
     return pd.concat(
         [res["before"].assign(when="before", **extra), res["after"].assign(when="after", **extra)]
     )
@@ -200,6 +200,7 @@ def live_intervention(
     kl_last = float((lp_n.exp() * (lp_n - lp_a)).sum().clamp_min(0.0))
     return {
         "model": model_name,
+        "prompt": prompt,
         "action": action,
         "layer": int(layer),
         "n_layers": lm.n_layers,

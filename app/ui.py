@@ -39,7 +39,9 @@ def badge(kind: str) -> None:
 
 
 def download(df: pd.DataFrame, name: str, key: str | None = None) -> None:
-    """A CSV download button for a chart's data."""
+    """A CSV download button for a chart's data (a live result's model and prompt included)."""
+    inputs = {k: v for k, v in df.attrs.get("inputs", {}).items() if k not in df.columns}
+    df = df.assign(**inputs) if inputs else df
     st.download_button(
         f"Download data (CSV, {len(df):,} rows)",
         df.to_csv(index=False).encode(),

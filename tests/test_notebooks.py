@@ -105,3 +105,17 @@ def test_live_results_carry_model_and_prompt():
         "The Eiffel Tower is in"
     }
     assert notebooks.with_inputs(out, "other", "x")["model"].tolist() == ["smollm2-135m"] * 2
+
+
+def test_live_frames_record_model_and_prompt(monkeypatch):
+    """A live result downloads with the model and prompt that made it (tiny model)."""
+    monkeypatch.setenv("STAGESCOPE_LIVE_MODELS", "tiny-gpt2")
+    from app.lens_views import live_lens_frame
+    from app.robustness_views import live_intervention, live_table
+
+    prompt = "the cat sat on the mat"
+    df = live_lens_frame("tiny-gpt2", prompt, 64)
+    assert df.attrs["inputs"] == {"model": "tiny-gpt2", "prompt": prompt}
+    res = live_intervention("tiny-gpt2", prompt, "delete block", 0, 64)
+    table = live_table(res)
+    assert set(table["prompt"]) == {prompt} and set(table["model"]) == {"tiny-gpt2"}
