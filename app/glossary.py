@@ -190,9 +190,41 @@ TERMS = [
 ]
 
 
+#: Short names of the reference code the methods were checked against (METHODS.md, in the repo).
+CODE = [
+    (
+        "LAD's code",
+        "The public code of Lad, Gurnee & Tegmark 2024 (github.com/vdlad/"
+        "Remarkable-Robustness-of-LLMs): layer deletion and swap, attention locality, lens "
+        "entropy.",
+    ),
+    ("ROME code", "The public code of Meng et al. 2022 (github.com/kmeng01/rome): causal tracing."),
+    ("GEVA notebook", "Geva et al. 2023's attention-knockout notebook (google-research)."),
+    (
+        "TL, TransformerLens",
+        "The TransformerLens library; also the tuned-lens code of Belrose "
+        "et al. (AlignmentResearch/tuned-lens) where a page says 'TL defaults'.",
+    ),
+    (
+        "METHODS.md A1 … E4",
+        "Sections of the project's methods document (in the repository): "
+        "what each analysis computes, with its defaults and checks.",
+    ),
+]
+
+
 def link(word: str = "glossary") -> str:
     """A Markdown link to the glossary page."""
     return f"[{word}]({PATH})"
+
+
+def footer(current_page: str) -> None:
+    """A line under every page that points to the glossary (not on the glossary itself)."""
+    if current_page != PATH.strip("/"):
+        st.divider()
+        st.caption(
+            f"A word you don't know, a paper cited by name, a 'seed' mentioned? See the {link()}."
+        )
 
 
 def token_key() -> None:

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` from anywh
 
 import streamlit as st  # noqa: E402
 
-from app import lessons, url_state  # noqa: E402
+from app import glossary, lessons, url_state  # noqa: E402
 
 SECTIONS = {
     "0": "Start here",
@@ -54,6 +54,7 @@ def main() -> None:
     asked = url_state.snapshot()
     nav.run()
     url_state.report_ignored(asked)  # a link's values the page could not use
+    glossary.footer(nav.url_path)
 
 
 main()

@@ -31,6 +31,9 @@ def main() -> None:
     st.subheader("Papers")
     for name, title, url in glossary.PAPERS:
         st.markdown(f"- **{name}**: [{title}]({url})")
+    st.subheader("Code and documents the pages name")
+    for name, meaning in glossary.CODE:
+        st.markdown(f"**{name}** — {meaning}")
     st.subheader("The seed questions")
     st.markdown(
         "The app grew from a few documents, numbered *seeds*. Where a page says "
