@@ -208,6 +208,7 @@ def live_compare(model_name: str, prompt: str, max_tokens: int) -> dict:
     dis = (logit["token_id"] != tuned["token_id"]).rename("disagree")
     df = df.join(dis, on=["layer", "position"])
     df["truncated"] = n_tokens > max_tokens
+    df.attrs["inputs"] = {"model": model_name, "prompt": prompt}  # for the CSV download
     return {"frame": df, "lens": lens.meta}
 
 

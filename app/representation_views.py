@@ -312,11 +312,14 @@ def live_rsa_frames(model_name: str, text: str, max_tokens: int, norm: str = "no
             "value": res.similarity.reshape(-1),
         }
     )
+    sim = _depth_labels(sim)
+    for frame in (rdm_long, sim):  # for the CSV downloads
+        frame.attrs["inputs"] = {"model": model_name, "prompt": text}
     return {
         "sentences": sents,
         "labels": labels,
         "rdm": rdm_long,
-        "similarity": _depth_labels(sim),
+        "similarity": sim,
         "n_layers": n_states - 1,
         "model": model_name,
         "norm": norm,

@@ -285,6 +285,7 @@ def live_pattern_frame(
     for head in range(h):
         s = locality_stats(pat[head : head + 1], top_k) if t >= min_tokens(top_k) else {}
         heads.append(dict(head=head, **s))
+    frame.attrs["inputs"] = {"model": model_name, "prompt": prompt}  # for the CSV download
     return {
         "frame": frame,
         "heads": pd.DataFrame(heads).rename(

@@ -119,3 +119,20 @@ def test_live_frames_record_model_and_prompt(monkeypatch):
     res = live_intervention("tiny-gpt2", prompt, "delete block", 0, 64)
     table = live_table(res)
     assert set(table["prompt"]) == {prompt} and set(table["model"]) == {"tiny-gpt2"}
+
+
+def test_more_live_frames_record_their_inputs(monkeypatch):
+    """Attention pattern and RSA: the frames the pages download carry model and text."""
+    monkeypatch.setenv("STAGESCOPE_LIVE_MODELS", "tiny-gpt2")
+    from app.representation_views import live_rsa_frames
+    from app.stages_views import live_pattern_frame
+
+    prompt = "the cat sat on the mat and the dog"
+    frame = live_pattern_frame("tiny-gpt2", prompt, 0, 64)["frame"]
+    one_head = frame[frame["head"] == 0]  # what the page downloads
+    assert one_head.attrs["inputs"] == {"model": "tiny-gpt2", "prompt": prompt}
+    text = "\n".join(["The cat sat.", "The dog ran.", "A bird flew.", "Fish swim."])
+    text += "\nRain fell.\nKids play.\nSun rose."
+    res = live_rsa_frames("tiny-gpt2", text, 64)
+    for name in ("rdm", "similarity"):
+        assert res[name].attrs["inputs"] == {"model": "tiny-gpt2", "prompt": text}
