@@ -1,11 +1,11 @@
-"""Take it home: "open in a notebook" for a precomputed chart, and live results with their inputs.
+"""Take it home: "open in a notebook" for a precomputed chart.
 
 ``build`` writes a Jupyter notebook (``nbformat``) that carries the chart's rows (so it runs
 anywhere, offline), draws the same chart with Altair, and opens the whole results table the rows
 came from -- from the Hugging Face dataset repo at the app's pinned revision when one is
 configured, else from the local results folder -- so a student can go further. ``button`` is the
-one call a page makes; ``live_download`` saves a live result with the model and prompt that made
-it.
+one call a page makes. (Live results download with their model and prompt through
+``ui.download``: the live frames record them in ``DataFrame.attrs["inputs"]``.)
 
 Example (in a page)::
 
@@ -169,26 +169,4 @@ def button(
         mime="application/x-ipynb+json",
         key=key or f"nb-{name}",
         help="A Jupyter notebook with these rows, the same chart, and the full table.",
-    )
-
-
-def with_inputs(df: pd.DataFrame, model: str, prompt: str) -> pd.DataFrame:
-    """The live result with the model and prompt that made it (columns added if missing)."""
-    out = df.copy()
-    if "model" not in out.columns:
-        out.insert(0, "model", model)
-    if "prompt" not in out.columns:
-        out.insert(1, "prompt", prompt)
-    return out
-
-
-def live_download(df: pd.DataFrame, name: str, model: str, prompt: str, key: str) -> None:
-    """A CSV download of a live result, with the model and prompt on every row."""
-    out = with_inputs(df, model, prompt)
-    st.download_button(
-        f"Download this result (CSV, {len(out):,} rows, with model and prompt)",
-        out.to_csv(index=False).encode(),
-        file_name=f"{name}.csv",
-        mime="text/csv",
-        key=key,
     )

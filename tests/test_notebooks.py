@@ -97,16 +97,6 @@ def test_bad_rows_are_refused():
         notebooks.build(pd.DataFrame({"x": [1]}), notebooks.ChartSpec("y"), "m")
 
 
-def test_live_results_carry_model_and_prompt():
-    df = pd.DataFrame({"layer": [0, 1], "value": [0.1, 0.2]})
-    out = notebooks.with_inputs(df, "smollm2-135m", "The Eiffel Tower is in")
-    assert list(out.columns[:2]) == ["model", "prompt"]
-    assert set(out["model"]) == {"smollm2-135m"} and set(out["prompt"]) == {
-        "The Eiffel Tower is in"
-    }
-    assert notebooks.with_inputs(out, "other", "x")["model"].tolist() == ["smollm2-135m"] * 2
-
-
 def test_live_frames_record_model_and_prompt(monkeypatch):
     """A live result downloads with the model and prompt that made it (tiny model)."""
     monkeypatch.setenv("STAGESCOPE_LIVE_MODELS", "tiny-gpt2")
