@@ -90,11 +90,9 @@ def live_panel() -> None:
         f"**{res['model']}**: cells framed in orange are where the two lenses pick different "
         "top-1 tokens."
     )
-    left, right = st.columns(2)
-    for col, lens in ((left, "logit"), (right, "tuned")):
-        col.markdown(f"**{V.LENS_LABELS[lens]}**")
+    for lens in ("logit", "tuned"):  # one above the other: a cell per token needs the width
         one = df[df["lens"] == lens]
-        col.altair_chart(
+        st.altair_chart(
             charts.token_heatmap(
                 one,
                 value,
