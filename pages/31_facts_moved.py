@@ -5,7 +5,7 @@ Attention knockout: cut the edges into the last token, a window of layers at a t
 
 import streamlit as st
 
-from app import charts, data, live, notebooks, predict, ui
+from app import charts, data, labels, live, notebooks, predict, ui
 from app import live_panel as panel
 from app.claims_facts_views import knockout_finding, window_note
 from app.flow_views import (
@@ -45,6 +45,7 @@ def knockout() -> None:
     window = c2.selectbox(
         "Window",
         windows(dataset),
+        format_func=labels.window,
         key="ko_window",
         bind="query-params",
         help="W layers are knocked out together, centred on each layer.",

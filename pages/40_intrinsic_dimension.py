@@ -6,7 +6,7 @@ representations, by relative depth, for every model.
 
 import streamlit as st
 
-from app import charts, data, notebooks, predict, ui
+from app import charts, data, labels, notebooks, predict, ui
 from app.claims_views import peak_finding
 from app.representation_views import (
     ESTIMATORS,
@@ -43,7 +43,9 @@ def curves() -> None:
         key="id_pooling",
         bind="query-params",
     )
-    dataset = c3.selectbox("Stimuli", sets, key="id_dataset", bind="query-params")
+    dataset = c3.selectbox(
+        "Stimuli", sets, format_func=labels.dataset, key="id_dataset", bind="query-params"
+    )
     st.caption(f"**{ESTIMATORS[estimator][0]}.** {ESTIMATORS[estimator][1]}")
     df = id_curves(estimator, pooling, dataset, "1/1")
     if df.empty:

@@ -6,7 +6,7 @@ the gap between knowing and using per model.
 
 import streamlit as st
 
-from app import charts, ui
+from app import charts, labels, ui
 from app.claims_facts_views import template_finding
 from app.quality_views import (
     INTRO,
@@ -109,7 +109,9 @@ def main() -> None:
     if not sets:
         ui.no_results(PROBE_METHOD)
         return
-    dataset = st.selectbox("Facts", sets, key="kvu_dataset", bind="query-params")
+    dataset = st.selectbox(
+        "Facts", sets, format_func=labels.dataset, key="kvu_dataset", bind="query-params"
+    )
     knows_vs_uses(dataset)
     gap_table(dataset)
     all_models(dataset)

@@ -6,7 +6,7 @@ model and across models at the same relative depth, and live on the student's ow
 
 import streamlit as st
 
-from app import charts, live, ui
+from app import charts, labels, live, ui
 from app import live_panel as panel
 from app.claims_facts_views import matched_finding, within_finding
 from app.representation_views import (
@@ -54,7 +54,9 @@ def within() -> tuple[str, str, list[str]] | None:
         ui.no_results(RSA_METHOD)
         return None
     c1, c2, c3 = st.columns(3)
-    dataset = c1.selectbox("Stimuli", sets, key="rsa_dataset", bind="query-params")
+    dataset = c1.selectbox(
+        "Stimuli", sets, format_func=labels.dataset, key="rsa_dataset", bind="query-params"
+    )
     var = similarity_variants(dataset)
     variant = ui.choice(c2, "Vectors", var, VARIANT_LABELS, key="rsa_variant", bind="query-params")
     models = rsa_models(dataset)

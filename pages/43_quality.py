@@ -6,7 +6,7 @@ LiDAR, DiME) -- layer by layer, by relative depth.
 
 import streamlit as st
 
-from app import charts, ui
+from app import charts, labels, ui
 from app.claims_views import peak_finding
 from app.quality_views import (
     QUALITY_METHOD,
@@ -103,7 +103,9 @@ def main() -> None:
     if not sets:
         ui.no_results(QUALITY_METHOD)
         return
-    dataset = st.selectbox("Stimuli", sets, key="q_dataset", bind="query-params")
+    dataset = st.selectbox(
+        "Stimuli", sets, format_func=labels.dataset, key="q_dataset", bind="query-params"
+    )
     one_metric(dataset)
     overview(dataset)
     ui.provenance(
