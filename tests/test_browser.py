@@ -224,6 +224,22 @@ def test_live_logit_lens_draws_the_prompt(server, page, tmp_path):
     _check_page(page, tmp_path, "logit_lens_live", charts, True)
 
 
+def test_live_lens_disagreement_draws_both_lenses(server, page, tmp_path):
+    """Both lenses on a short prompt: two framed heatmaps and the per-layer bars, readable."""
+    _open(page, f"{server['url']}/lens_disagreement")
+    before = len(page.evaluate(PROBE))
+    page.locator(".st-key-dis_prompt textarea").fill("The capital of France is")
+    page.locator(".st-key-dis_result_run button").click()
+    _wait_idle(page, timeout=300)
+    if page.get_by_text("No tuned lens has been trained").count():
+        pytest.skip(f"no tuned lens for {server['live']} in the embedded results")
+    page.get_by_text("Computed live in").wait_for(timeout=60_000)
+    _wait_idle(page)
+    charts = page.evaluate(PROBE)
+    assert len(charts) == before + 3, "the two heatmaps and the bars did not appear"
+    _check_page(page, tmp_path, "lens_disagreement_live", charts, True)
+
+
 def test_long_paste_is_answered_by_the_app(server, page):
     """A paste over the limit stays in the box, and Run says how long it is."""
     _open(page, f"{server['url']}/logit_lens")
