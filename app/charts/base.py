@@ -7,8 +7,9 @@ import textwrap
 import altair as alt
 import pandas as pd
 
-#: Okabe & Ito (2008) colour-blind-safe categorical palette, black last.
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+#: Okabe & Ito (2008) colour-blind-safe categorical palette; yellow last (faint on white).
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442"]
+VERMILLION = "#D55E00"  # marks that must stand out: a guess, disagreement, outlines
 #: Nine distinguishable series: Okabe-Ito plus a mid grey (the ninth needs a shape as well).
 SERIES = [*OKABE_ITO, "#999999"]
 HEATMAP_SCHEME = "viridis"

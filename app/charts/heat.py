@@ -7,10 +7,10 @@ import textwrap
 import altair as alt
 import pandas as pd
 
-from app.charts.base import HEATMAP_SCHEME, finish, legend, show_token, wrap
+from app.charts.base import HEATMAP_SCHEME, VERMILLION, finish, legend, show_token, wrap
 
 #: Outline of the cells a heatmap marks (e.g. where two lenses disagree): vermillion, 2 px.
-OUTLINE = "#D55E00"
+OUTLINE = VERMILLION
 
 
 def position_labels(df: pd.DataFrame, mark: pd.Series | None = None) -> tuple[pd.Series, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from app.charts.base import OKABE_ITO, finish, legend, wrap
+from app.charts.base import OKABE_ITO, VERMILLION, finish, legend, wrap
 
 
 def neuron_scatter(
@@ -88,7 +88,7 @@ def stacked_shares(
 
 
 def layer_bars(
-    df: pd.DataFrame, value: str, value_title: str, title: str, colour: str = OKABE_ITO[5]
+    df: pd.DataFrame, value: str, value_title: str, title: str, colour: str = VERMILLION
 ) -> alt.Chart:
     """One horizontal bar per residual state (top = last), e.g. the share of disagreeing cells."""
     n = max(df["layer"].nunique(), 1) if len(df) else 1
@@ -116,7 +116,7 @@ def guess_rule(chart, guess: float, axis: str = "x"):
     enc = alt.X("g:Q") if axis == "x" else alt.Y("g:Q")
     rule = (
         alt.Chart(pd.DataFrame({"g": [guess], "label": ["your guess"]}))
-        .mark_rule(strokeDash=[6, 3], size=2, color=OKABE_ITO[5])
+        .mark_rule(strokeDash=[6, 3], size=2, color=VERMILLION)
         .encode(**{axis: enc}, tooltip=["label:N", alt.Tooltip("g:Q", format=".2f")])
     )
     try:
