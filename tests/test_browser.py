@@ -4,7 +4,9 @@ One Streamlit server and one browser page serve the whole module. For every page
 and for every chart (Vega renders SVG, so each drawn item is an element): marks bound to data,
 no "undefined" category, a plot area of at least ``MIN_PLOT`` px, titles and legend labels not
 cut (no ellipsis, inside the chart's box). The logit-lens live panel runs a short prompt on
-SmolLM2 and is checked the same way. A failure saves screenshots under the test's tmp folder.
+SmolLM2 and is checked the same way, and so is the lens-disagreement panel; a slow live run can be
+stopped; a long paste and odd URL values are answered. A failure saves screenshots under the
+test's tmp folder.
 """
 
 from __future__ import annotations
@@ -238,6 +240,17 @@ def test_live_lens_disagreement_draws_both_lenses(server, page, tmp_path):
     charts = page.evaluate(PROBE)
     assert len(charts) == before + 3, "the two heatmaps and the bars did not appear"
     _check_page(page, tmp_path, "lens_disagreement_live", charts, True)
+
+
+def test_stop_ends_a_slow_live_run(server, page):
+    """Causal tracing shows a progress bar while it runs; Stop ends it and clears the bar."""
+    _open(page, f"{server['url']}/facts_stored")
+    page.locator(".st-key-ct_live_run button").click()
+    page.locator('[data-testid="stProgress"]').first.wait_for(timeout=120_000)
+    page.locator(".st-key-ct_live_stop button").click()
+    page.get_by_text("Stopped. Press the button again").wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert page.locator('[data-testid="stProgress"]').count() == 0, "a stale progress bar stays"
 
 
 def test_long_paste_is_answered_by_the_app(server, page):
