@@ -158,7 +158,6 @@ def inspect_cell(df: pd.DataFrame, model: str, pid: str) -> None:
     pos = c2.selectbox(
         "Position",
         list(labels),
-        index=None,  # no default: the position shown is always written to the URL
         key="position",
         format_func=lambda p: f"{p}: {charts.show_token(labels[p])}",
         bind="query-params",
