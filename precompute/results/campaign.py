@@ -202,7 +202,10 @@ def _job_options(campaign: Campaign, model: str, method_name: str):
     method = get_method(method_name)
     entry = campaign.methods[method_name]
     sub = {_model_name(k): v for k, v in entry.get("models", {}).items()}.get(model, {})
-    overrides = {**entry.get("set", {}), **sub.get("set", {})}
+    renamed = getattr(method.config_cls, "RENAMED", {})  # old option names keep working
+    overrides = {
+        renamed.get(k, k): v for k, v in {**entry.get("set", {}), **sub.get("set", {})}.items()
+    }
     try:
         cfg = method.config_cls().with_overrides(overrides)
     except ValueError as err:

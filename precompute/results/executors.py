@@ -198,7 +198,8 @@ def connect(address: str = "auto", num_cpus: int | None = None) -> None:
         )
     except (ConnectionError, RuntimeError) as err:
         raise CampaignError(
-            f"No Ray cluster at {address!r}: {err}. Start one with `ray start --head`."
+            f"No Ray cluster at {address!r}: {str(err).rstrip('.')}. "
+            "Start one with `ray start --head`."
         ) from None
 
 
