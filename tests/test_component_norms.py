@@ -69,11 +69,12 @@ def test_ratio_of_means_differs_from_mean_of_ratios():
 def test_process_and_bad_input(tiny_models):
     lm = tiny_models["tiny-gpt2"]
     ctx = RunContext(lm.name, "component_norms", "wikitext", "r1")
-    out = process(lm, [Item("a", PROMPT), Item("b", "x")], ComponentNormsConfig(), ctx)["metrics"]
+    # "" is under two tokens with or without a start token (a one-word prompt is not, with one).
+    out = process(lm, [Item("a", PROMPT), Item("b", "")], ComponentNormsConfig(), ctx)["metrics"]
     assert set(out["prompt_id"]) == {"a"}
     assert len(out) == 4 * lm.n_layers
     assert set(out["unit"]) == {"norm", "ratio"}
     with pytest.raises(ValueError, match="two"):
-        run_one(lm, "x", ComponentNormsConfig())
+        run_one(lm, "", ComponentNormsConfig())
     with pytest.raises(ValueError, match="two"):
         layer_summary({"attn": torch.ones(2, 1), "mlp": torch.ones(2, 1)})
