@@ -226,6 +226,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     if args.file == "status" and args.status_file:
         args.file = args.status_file
         return cmd_campaign_status(args)
+    if args.status_file:
+        raise ValueError(f"Unexpected argument {args.status_file!r}: give one campaign file.")
     campaign = load_campaign(args.file)
     work = Path(args.work_dir or campaign.work_dir or DEFAULT_WORK).resolve()
     data = args.data_dir or campaign.data_dir

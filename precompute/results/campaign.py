@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from precompute.results.jobs import JobSpec, chunk_names
@@ -95,7 +95,6 @@ class Campaign:
     device: str = "auto"
     work_dir: Path | None = None
     data_dir: Path | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def default_resources(model: str, gpus: float = 0.0, cpus: float = 1.0) -> Resources:

@@ -142,20 +142,21 @@ def _worker_chunk(
     marker = Path(markers) / f"{host}-{pid}.json"
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, {"host": host, "pid": pid, "job": job.key, "start": start})
-    t0 = time.perf_counter()
-    lm = _CACHE.get(job.model)
-    if lm is None:
-        from precompute.model.load import load_model
+    try:
+        t0 = time.perf_counter()
+        lm = _CACHE.get(job.model)
+        if lm is None:
+            from precompute.model.load import load_model
 
-        _CACHE.clear()
-        gc.collect()
-        lm = _CACHE[job.model] = load_model(
-            job.model, device="cuda" if job.resources.gpus else device
-        )
-    t1 = time.perf_counter()
-    rows = run_chunk(lm, job, start, Path(work_dir), Path(data_dir) if data_dir else None)
-    t2 = time.perf_counter()
-    write_json_atomic(marker, {"host": host, "pid": pid, "job": None, "start": None})
+            _CACHE.clear()
+            gc.collect()
+            dev = "cuda" if job.resources.gpus else device
+            lm = _CACHE[job.model] = load_model(job.model, device=dev)
+        t1 = time.perf_counter()
+        rows = run_chunk(lm, job, start, Path(work_dir), Path(data_dir) if data_dir else None)
+        t2 = time.perf_counter()
+    finally:
+        write_json_atomic(marker, {"host": host, "pid": pid, "job": None, "start": None})
     return {"rows": rows, "load_s": t1 - t0, "compute_s": t2 - t1, "host": host, "pid": pid}
 
 
