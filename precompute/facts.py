@@ -107,19 +107,19 @@ def subject_tokens(
     cs, ce = char_span
     if not (0 <= cs < ce <= len(prompt)):
         raise ValueError(f"The subject span {char_span} is not inside the prompt.")
-    enc = lm.tokenizer(prompt, return_offsets_mapping=True)
-    n = len(enc["input_ids"])
+    enc = lm.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    n = 1 + len(enc["input_ids"])  # the start token, then the prompt's (LoadedModel.tokenize)
     if max_tokens is not None and n > max_tokens:
         raise ValueError(
             f"The prompt has {n} tokens; the limit is {max_tokens}. Use a shorter fact prompt."
         )
     ids = lm.tokenize(prompt)  # (1, T)
-    if list(enc["input_ids"]) != ids[0].tolist():
+    if [lm.start_id, *enc["input_ids"]] != ids[0].tolist():
         raise ValueError(
             "The prompt is longer than the model's context window, or the tokenizer's offsets "
             "do not match the model's tokens for this prompt."
         )
-    spans = enc["offset_mapping"]
+    spans = [(0, 0), *enc["offset_mapping"]]  # the start token covers no character
     inside = [i for i, (s, e) in enumerate(spans) if e > s and s < ce and e > cs]
     if not inside:
         raise ValueError(f"No token of the prompt covers the subject {prompt[cs:ce]!r}.")

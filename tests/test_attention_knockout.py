@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -193,7 +194,7 @@ def test_stride_and_n_correct_pick_the_facts_tried(tiny_models):
 def test_scaled_window_and_w1_beside_it(tiny_models):
     from precompute.facts import scaled_window
 
-    lm = tiny_models["tiny-llama"]
+    lm = tiny_models["tiny-neox"]  # tiny-llama's top token is whitespace: never "correct"
     ctx = RunContext(lm.name, "attention_knockout", "facts", "run")
     m = process(lm, _items(lm, True)[:1], KnockoutConfig(), ctx)["metrics"]  # window "auto,1"
     knock = m[m["layer_kind"] == "window_center"]
@@ -212,9 +213,13 @@ def test_first_position_is_its_own_key_set(tiny):
     r = knockout_fact(tiny, PROMPT, SUBJECT, window=2)
     assert not math.isnan(r.p_new["first"][0])  # "The" comes before the subject
     assert block_keys("first", 2, 4, 7) == [0] and 0 not in block_keys("non_subject", 2, 4, 7)
+    assert block_keys("first", 0, 2, 7) == []  # a subject at position 0 leaves no first set
+    # The start token sits at position 0, so a prompt that opens with the subject still has it.
     at0 = knockout_fact(tiny, "Eiffel Tower is located in the city of", "Eiffel Tower", window=2)
-    assert at0.subject_at_pos0 and all(math.isnan(v) for v in at0.p_new["first"])
-    rows = result_records(at0, tiny.n_layers, "f")
+    assert at0.fact.start == 1 and at0.fact.ids[0, 0] == tiny.start_id
+    assert not at0.subject_at_pos0 and not any(math.isnan(v) for v in at0.p_new["first"])
+    empty = dataclasses.replace(at0, rel_diff={**at0.rel_diff, "first": [math.nan] * 4})
+    rows = result_records(empty, tiny.n_layers, "f")
     assert "first" not in {row["grp"] for row in rows}  # an empty key set writes no rows
 
 

@@ -10,8 +10,8 @@ pre-softmax score to -inf so the remaining keys are renormalised. The key sets (
   2026-11 it was included here, and cutting the attention sink alone made most of the
   "non-subject hurts early" effect);
 * ``last``: ``q`` itself;
-* ``first``: position 0 (the start token or attention sink) when it is not a subject token;
-  an empty set when the subject starts the prompt (no rows then).
+* ``first``: position 0, the start token (``precompute.model.start``; the attention sink); an
+  empty set only for a prompt whose subject sits at position 0 (none since the start-token rule).
 
 Windows (``window``): ``auto`` is about a fifth of the blocks (``facts.scaled_window``, the papers'
 9-10 of 48), recorded per fact as a ``window`` summary row, variant ``Wauto``; a number ``W`` gives
@@ -32,7 +32,8 @@ Per fact, ``layer_kind = "summary"`` rows (``layer = -1``, ``rel_depth = -1``, n
 ``answer_correct`` (1 when the model's top token is the answer's first token; only those facts are
 knocked out, the others are recorded with 0 so accuracy is visible), ``subject_found`` (0 when the
 subject is not in the prompt) and ``subject_at_pos0`` (GEVA records it: without a BOS token, a
-subject at position 0 removes the attention sink).
+subject at position 0 removes the attention sink; always 0 since every prompt opens with the start
+token, ``precompute.model.start``).
 
 Example:
     >>> from precompute.model.load import load_model

@@ -39,6 +39,7 @@ from precompute.model.catalog import (
     hub_reachable,
     resolve,
 )
+from precompute.model.start import start_token
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,19 @@ class LoadedModel:
         """Device of the model's parameters."""
         return next(self.bridge.parameters()).device
 
+    @property
+    def start_id(self) -> int:
+        """The start token every tokenised text begins with (``precompute.model.start``)."""
+        return start_token(self.tokenizer)[0]
+
     def tokenize(self, text: str, max_tokens: int | None = None) -> torch.Tensor:
-        """Tokenise as the model's own tokenizer does by default.
+        """Tokenise: the start token once (position 0, every model), then the text's tokens.
 
         Returns:
-            Token ids, shape ``(1, T)``, on the model's device.
+            Token ids, shape ``(1, T)``, on the model's device (``max_tokens`` counts the start).
         """
-        ids = self.tokenizer(text, return_tensors="pt").input_ids  # (1, T)
+        body = self.tokenizer(text, add_special_tokens=False).input_ids
+        ids = torch.tensor([[self.start_id, *body]], dtype=torch.long)  # (1, T)
         if max_tokens is not None and max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}.")
         n_ctx = int(getattr(self.bridge.cfg, "n_ctx", 0) or 0)
@@ -374,6 +381,7 @@ def load_model(
     n_params = sum(p.numel() for p in hf_model.parameters())
     prov.update({"dtype": str(dtype).removeprefix("torch."), "device": dev, "n_params": n_params})
     prov.update(library_versions())
+    prov["start_token"] = dict(zip(("id", "text", "rule"), start_token(tok), strict=True))
     if spec.n_layers == 0:
         spec = ModelSpec(spec.name, spec.hf_id, spec.family, float(n_params), bridge.cfg.n_layers)
     return LoadedModel(name=spec.name, bridge=bridge, tokenizer=tok, spec=spec, provenance=prov)
