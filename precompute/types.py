@@ -153,13 +153,18 @@ class Item:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a method needs to label its rows."""
+    """What a method needs to label its rows.
+
+    ``offset`` is the dataset index of the chunk's first item (jobs set it per chunk), so a
+    chunked method can pick ``items[::stride]`` of the whole dataset.
+    """
 
     model: str
     method: str
     dataset: str
     run_id: str = "live"
     seed: int = 0
+    offset: int = 0
 
     def metrics(self, records: list[dict]) -> pd.DataFrame:
         """Build a ``metrics`` frame from records, filling the common columns.

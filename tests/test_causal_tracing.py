@@ -240,3 +240,22 @@ def test_failed_corruption_is_counted_not_averaged_and_window_scales():
     with pytest.raises(ValueError, match="auto"):
         trace(lm, PROMPT, SUBJECT, CausalTracingConfig(window="ten", noise_sigma=0.5))
     assert trace(lm, PROMPT, SUBJECT, CausalTracingConfig(window=1, noise_sigma=0.5)).window == 1
+
+
+def test_stride_picks_items_of_the_whole_dataset_across_chunks(tiny_models, tmp_path):
+    """``stride`` is ``items[::stride]`` of the dataset, as in knockout, whatever the chunks."""
+    import pandas as pd
+
+    from precompute.datasets import load_facts
+    from precompute.methods import get_method
+    from precompute.results.jobs import run_job
+
+    lm, method = tiny_models["tiny-gpt2"], get_method("causal_tracing")
+    cfg = CausalTracingConfig(
+        samples=2, kinds="hidden", token_range="subject_last", noise_sigma=0.5, stride=3
+    )
+    assert method.chunk_size and method.chunk_size % cfg.stride  # chunks cut across the stride
+    folder = run_job(lm, method, "facts", cfg, tmp_path, n_items=14, progress=False)
+    tried = pd.concat(pd.read_parquet(p) for p in folder.glob("chunks/*/fact_checks.parquet"))
+    items, _ = load_facts(14)
+    assert sorted(tried["prompt_id"]) == [it.prompt_id for it in items[::3]]

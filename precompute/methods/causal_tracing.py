@@ -36,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 import pandas as pd
@@ -247,10 +246,14 @@ def fact_records(r: TraceResult, n_layers: int, prompt_id: str) -> list[dict]:
 def process(
     lm: LoadedModel, items: list[Item], cfg: CausalTracingConfig, ctx: RunContext
 ) -> dict[str, pd.DataFrame]:
-    """Trace each fact the model answers correctly; record correctness for every fact."""
+    """Trace each fact the model answers correctly; record correctness for every fact.
+
+    Facts tried: ``items[::stride]`` of the whole dataset (as knockout and patching), counted
+    from the chunk's position in it (``ctx.offset``).
+    """
     recs, prompts, checks = [], [], []
-    if cfg.stride > 1:
-        items = [it for it in items if _id_number(it.prompt_id) % cfg.stride == 0]
+    stride = max(1, cfg.stride)
+    items = [it for i, it in enumerate(items) if (ctx.offset + i) % stride == 0]
     for item in items:
         _, subject, gold, _ = fact_parts(item)
         try:
@@ -272,11 +275,6 @@ def process(
         out["prompts"] = pd.DataFrame(prompts)
         out["fact_checks"] = pd.DataFrame(checks)
     return out
-
-
-def _id_number(prompt_id: str) -> int:
-    m = re.search(r"(\d+)$", prompt_id)
-    return int(m.group(1)) if m else 0
 
 
 def run_one(lm: LoadedModel, prompt: str, cfg: CausalTracingConfig) -> pd.DataFrame:

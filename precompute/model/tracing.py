@@ -61,8 +61,9 @@ class CausalTracingConfig(BaseConfig):
     chunk and every live trace the same sigma); ``noise_sigma`` > 0 overrides the measured sigma;
     ``token_range`` = ``all`` (``subject_last`` traces only the last subject token and the last
     token, ROME's cheap teaching mode); ``max_tokens`` = 32 (live limit); ``batch_seqs`` = 320;
-    ``stride`` = k traces only facts whose id number is a multiple of k (e.g. 15 picks one
-    fact of each relation of the team's facts), recorded facts included (was ``sample_every``).
+    ``stride`` = k tries only ``items[::k]`` of the dataset, the rule of knockout and patching
+    (e.g. 15 picks a fact of every relation of the team's facts; was ``sample_every``, and until
+    2026-11 the facts whose id number is a multiple of k).
     """
 
     RENAMED: ClassVar[dict[str, str]] = {"sample_every": "stride"}

@@ -31,7 +31,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -269,7 +269,8 @@ def _run_locked(lm, method, spec, folder, items, data_hash, progress, only) -> P
         batch = items[start:end]
         if not chunk_dir.exists() and (only is None or start in only):
             _fault(f"chunk:{name}:process")
-            _write_chunk(chunk_dir, method.process(lm, batch, spec.config, ctx))
+            chunk_ctx = replace(ctx, offset=start)  # items[::stride] over the whole dataset
+            _write_chunk(chunk_dir, method.process(lm, batch, spec.config, chunk_ctx))
         bar.update(len(batch))
     bar.close()
     if all((chunks / name).exists() for name in names):
