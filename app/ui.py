@@ -72,6 +72,7 @@ def provenance(method: str | list[str], models: list[str] | None = None, extra: 
                     "items": r.n_items,
                     "weights": prov.get("quantization") or prov.get("source"),
                     "dtype": prov.get("dtype"),
+                    "start token": (prov.get("start_token") or {}).get("text", "model default"),
                     "device": prov.get("device"),
                     "config": r.config_json,
                     "code": r.code_version,
