@@ -3,12 +3,18 @@
 ``flops`` counts the work the lens cannot avoid: the forward pass through the blocks (2 FLOPs per
 block parameter per token) plus unembedding every residual state at every position
 (``2 * (L+1) * T * D * V``; the last state's unembedding is the model's own output).
+``fraction_of_peak`` = ``flops / lens_seconds / matmul_peak_flops``: the median lens time
+against the best float32 matmul rate, both with torch's default thread count (``threads``).
+``load_average`` (1 min, before and after) says how busy the machine was: on a shared machine
+both times move with it.
 
 Example:
     python -m precompute bench live-logit-lens --model smollm2-135m --json
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -20,19 +26,15 @@ PROMPT = "The Eiffel Tower is located in the city of Paris, which is the capital
 
 def run(model_name: str, args) -> dict:
     """Time the forward pass and the full lens read-out; report the fraction of peak."""
-    from precompute.lenses.readout import lens_readout
+    from precompute.lenses.readout import lens_readout, states_and_logits
     from precompute.model.load import load_model
     from precompute.model.replay import block_stack
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
     ids = lm.tokenize(PROMPT)[:, :32]  # (1, 32)
     n_tok = ids.shape[1]
-
-    def forward() -> None:
-        with torch.inference_mode(), lm.lock:
-            lm.bridge(ids)
-
-    forward_s = median_seconds(forward)
+    load_before = os.getloadavg()[0]
+    forward_s = median_seconds(lambda: states_and_logits(lm, ids))
     lens_s = median_seconds(lambda: lens_readout(lm, ids))
     block_params = sum(p.numel() for p in block_stack(lm).parameters())
     flops = 2 * block_params * n_tok + 2 * (lm.n_layers + 1) * n_tok * lm.d_model * lm.d_vocab
@@ -40,9 +42,11 @@ def run(model_name: str, args) -> dict:
     return {
         "model": lm.name,
         "tokens": n_tok,
+        "threads": torch.get_num_threads(),
         "lens_seconds": round(lens_s, 4),
         "forward_seconds": round(forward_s, 4),
         "flops": int(flops),
         "matmul_peak_flops": round(peak),
         "fraction_of_peak": round(flops / lens_s / peak, 3),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }

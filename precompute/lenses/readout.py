@@ -17,12 +17,22 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
 
-from precompute.model.internals import NORM_VARIANTS, final_norm, residual_states, unembed
+from precompute.model.internals import (
+    NORM_VARIANTS,
+    final_norm,
+    logit_softcap,
+    residual_states,
+    unembed,
+    unembed_weights,
+)
 from precompute.model.load import LoadedModel
+from precompute.model.replay import block_stack
+from precompute.model.threads import intra_op_threads, map_threads
 
 
 def lens_logits(
@@ -104,6 +114,97 @@ def vocab_dot(z: torch.Tensor, p: torch.Tensor, block: int = 4096) -> torch.Tens
     return out
 
 
+#: Prompts up to this many tokens run their forward pass on one thread (module
+#: ``precompute.model.threads``: their operations are too small to split on a busy machine).
+SHORT_PROMPT = 256
+#: Rows (state x position cells) per block of the read-out: a float32 matrix product of 128 rows
+#: runs at full speed on one core (46 GFLOP/s here; 32 rows: 27, reading the unembedding from
+#: memory once per block), and the block's statistics are read while it is in cache or close.
+BLOCK_ROWS = 128
+
+
+def _blocks(n_states: int, n_pos: int, v: int, elems: int) -> list[tuple[slice, slice]]:
+    """Rectangles ``(states, positions)`` of about ``elems`` logits covering every cell."""
+    if n_pos * v <= elems:
+        step = max(1, elems // (n_pos * v))
+        return [(slice(s, s + step), slice(0, n_pos)) for s in range(0, n_states, step)]
+    step = max(1, elems // v)
+    return [
+        (slice(s, s + 1), slice(t, t + step))
+        for s in range(n_states)
+        for t in range(0, n_pos, step)
+    ]
+
+
+class _Unembed:
+    """The unembedding written into a reused buffer (``lm.bridge.unembed``'s numbers, no copies).
+
+    A float32 model multiplies by the weight directly (``torch.mm(out=...)``: no bias broadcast
+    copy, no fresh 100 MB allocation per call); other dtypes go through :func:`unembed`.
+    """
+
+    def __init__(self, lm: LoadedModel) -> None:
+        self.lm = lm
+        self.weight, bias = unembed_weights(lm)
+        self.bias = bias if bias is not None and bool(bias.any()) else None  # + 0 is exact
+        self.cap = logit_softcap(lm)
+        self.direct = self.weight.dtype == torch.float32
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Logits of normed rows ``x`` ``(n, D)`` into ``out`` ``(n, V)`` float32."""
+        if not self.direct:
+            return out.copy_(unembed(self.lm, x))
+        torch.mm(x.to(self.weight.dtype), self.weight.t(), out=out)
+        if self.bias is not None:
+            out += self.bias
+        if self.cap:
+            out.div_(self.cap).tanh_().mul_(self.cap)
+        return out
+
+
+#: Vocabulary entries per group for the top-k search (:func:`_group_max`).
+TOPK_GROUP = 64
+
+
+def _group_max(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Row max ``(..., 1)`` and the ``k`` vocabulary groups holding the top-k (one pass over z).
+
+    The top ``k`` entries of a row lie in the ``k`` groups of :data:`TOPK_GROUP` entries with
+    the largest maxima, so top-k then reads ``k * TOPK_GROUP`` entries instead of the row.
+    ``None`` when the vocabulary does not split into groups (then a plain top-k).
+    """
+    v = z.shape[-1]
+    if v % TOPK_GROUP or v // TOPK_GROUP < k:
+        return z.amax(-1, keepdim=True), None
+    gmax = z.view(*z.shape[:-1], v // TOPK_GROUP, TOPK_GROUP).amax(-1)  # (..., G)
+    return gmax.amax(-1, keepdim=True), gmax.topk(k, -1).indices
+
+
+def _topk(
+    z: torch.Tensor, k: int, groups: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k ids and values of the rows of ``z``, searched in ``groups`` when given."""
+    if groups is None:
+        top = z.topk(k, dim=-1)
+        return top.indices, top.values
+    offsets = torch.arange(TOPK_GROUP, device=z.device)
+    cand = (groups[..., None] * TOPK_GROUP + offsets).flatten(-2)  # (..., k * group)
+    top = z.gather(-1, cand).topk(k, dim=-1)
+    return cand.gather(-1, top.indices), top.values
+
+
+_LOCAL = threading.local()
+
+
+def _buffers(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two float32 buffers of ``n`` elements, kept per thread (no page faults on reuse)."""
+    have = getattr(_LOCAL, "bufs", None)
+    if have is None or have[0].numel() < n or have[0].device != device:
+        have = (torch.empty(n, device=device), torch.empty(n, device=device))
+        _LOCAL.bufs = have
+    return have[0][:n], have[1][:n]
+
+
 @torch.inference_mode()
 def lens_from_states(
     lm: LoadedModel,
@@ -116,6 +217,12 @@ def lens_from_states(
 ) -> LensReadout:
     """Read out every residual state through the final norm and unembedding.
 
+    Fused and blocked: the logits are computed block by block (:data:`BLOCK_ROWS` rows, at
+    most ``chunk_elems`` logits) into two reused buffers per thread, every statistic (max, exp,
+    sums, rank, top-k) is read from the block while it is near, and the blocks are spread over
+    single-core threads (``map_threads``). The numbers are those of the plain full-tensor
+    computation (``tests/test_live_speed.py`` checks them against float64).
+
     Args:
         lm: Loaded model (for its norm and unembedding).
         states: ``(S, T, D)`` residual states, pre final norm (or translated by a tuned lens).
@@ -123,7 +230,7 @@ def lens_from_states(
         ids: ``(T,)`` input ids.
         k: Top-k tokens to keep.
         variant: ``recompute_ln`` or ``cached_final_scale``.
-        chunk_elems: Upper bound on logits held at once (states are processed in chunks).
+        chunk_elems: Upper bound on logits held at once.
 
     Returns:
         The read-outs.
@@ -131,41 +238,94 @@ def lens_from_states(
     n_states, n_pos, _ = states.shape
     logp_final = torch.log_softmax(final_logits.float(), -1)  # (T, V)
     p_final = logp_final.exp()
-    h_final = (p_final * -logp_final).nan_to_num().sum(-1)  # (T,) entropy of p_final
+    h_final = (p_final * -logp_final).nan_to_num().sum(-1).double()  # (T,) entropy of p_final
     final_ids = logp_final.argmax(-1)  # (T,)
     next_ids = torch.cat([ids[1:], ids[:1]])  # (T,) last entry is a dummy, masked below
     v = final_logits.shape[-1]
-    step = max(1, chunk_elems // max(n_pos * v, 1))
-    out: dict[str, list[torch.Tensor]] = {n: [] for n in LensReadout.__dataclass_fields__}
-    for s0 in range(0, n_states, step):
-        h = states[s0 : s0 + step]  # (s, T, D)
-        z = lens_logits(lm, h, variant, final_state=states[-1]).float()  # (s, T, V)
-        # Few passes over (s, T, V): shift by the max, exponentiate once, reduce with batched
-        # dot products (bmm) instead of materialising p * log p.
-        z -= z.amax(-1, keepdim=True)
-        e = z.exp()  # (s, T, V) unnormalised probabilities
-        norm = e.sum(-1)  # (s, T)
+    normed = final_norm(lm, states, variant, final_state=states[-1])  # (S, T, D), small
+    head = _Unembed(lm)
+    blocks = _blocks(n_states, n_pos, v, max(v, min(BLOCK_ROWS * v, chunk_elems)))
+    dev, shape, kk = states.device, (n_states, n_pos), min(k, v)
+    out = {n: torch.empty(shape, device=dev) for n in ("kl", "ce_final", "entropy", "ce_next")}
+    out["prob_final"] = torch.empty(shape, device=dev)
+    out["rank_final"] = torch.empty(shape, dtype=torch.long, device=dev)
+    out["topk_ids"] = torch.empty((*shape, kk), dtype=torch.long, device=dev)
+    out["topk_probs"] = torch.empty((*shape, kk), device=dev)
+
+    def read(block: tuple[slice, slice]) -> None:  # one block, written into ``out``
+        ss, ts = block
+        h = normed[ss, ts]  # (s, t, D)
+        s_, t_ = h.shape[:2]
+        n = s_ * t_
+        zbuf, ebuf = _buffers(n * v, dev)
+        z = head(h.reshape(n, -1), zbuf.view(n, v)).view(s_, t_, v)
+        m, groups = _group_max(z, kk)
+        z -= m  # shift by the max: exp never overflows
+        e = torch.exp(z, out=ebuf.view(s_, t_, v))  # unnormalised probabilities
+        norm = e.sum(-1)  # (s, t)
         log_norm = norm.log()
-        s_, t_ = z.shape[:2]
-        ez = torch.bmm(e.view(s_ * t_, 1, v), z.view(s_ * t_, v, 1)).view(s_, t_)  # sum e*z
-        ent = log_norm - ez / norm  # (s, T) entropy in nats
-        pz = vocab_dot(z, p_final)  # (s, T) float64: sum_v p_final * z
-        ce_final = log_norm.double() - pz  # (s, T): -sum p_final log p_i
-        out["entropy"].append(ent)
-        out["ce_final"].append(ce_final.float())
-        out["kl"].append((ce_final - h_final.double()).clamp_min(0.0).float())
-        z_star = z.gather(-1, final_ids.expand(s_, -1)[..., None])  # (s, T, 1)
-        out["prob_final"].append((z_star[..., 0] - log_norm).exp())
-        out["rank_final"].append(1 + (z > z_star).sum(-1))
-        z_next = z.gather(-1, next_ids.expand(s_, -1)[..., None])[..., 0]  # (s, T)
-        ce_next = log_norm - z_next
-        ce_next[:, -1] = float("nan")
-        out["ce_next"].append(ce_next)
-        top = z.topk(min(k, v), dim=-1)
-        out["topk_ids"].append(top.indices)
-        out["topk_probs"].append((top.values - log_norm[..., None]).exp())
-    cat = {n: torch.cat(t) for n, t in out.items() if t}
-    return LensReadout(ids=ids, final_ids=final_ids, **cat)
+        ez = torch.bmm(e.view(n, 1, v), z.view(n, v, 1)).view(s_, t_)  # sum e*z
+        out["entropy"][ss, ts] = log_norm - ez / norm
+        ce_final = log_norm.double() - vocab_dot(z, p_final[ts])  # -sum p_final log p_i
+        out["ce_final"][ss, ts] = ce_final.float()
+        out["kl"][ss, ts] = (ce_final - h_final[ts]).clamp_min(0.0).float()
+        z_star = z.gather(-1, final_ids[ts].expand(s_, -1)[..., None])  # (s, t, 1)
+        out["prob_final"][ss, ts] = (z_star[..., 0] - log_norm).exp()
+        above = torch.gt(z, z_star, out=e)  # e is free now: 1.0 where above (no bool cast)
+        out["rank_final"][ss, ts] = 1 + above.sum(-1).long()
+        z_next = z.gather(-1, next_ids[ts].expand(s_, -1)[..., None])[..., 0]
+        out["ce_next"][ss, ts] = log_norm - z_next
+        top_ids, top_z = _topk(z, kk, groups)
+        out["topk_ids"][ss, ts] = top_ids
+        out["topk_probs"][ss, ts] = (top_z - log_norm[..., None]).exp()
+
+    if dev.type == "cpu":
+        map_threads(read, blocks)  # whole blocks per core: no barrier per operation
+    else:
+        for block in blocks:
+            read(block)
+    out["ce_next"][:, -1] = float("nan")
+    return LensReadout(ids=ids, final_ids=final_ids, **out)
+
+
+@torch.inference_mode()
+def states_and_logits(lm: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``residual_states`` in one plain forward pass: ``(L+1, T, D)`` states, ``(T, V)`` logits.
+
+    The Hugging Face model runs with hooks on its blocks only (a block's input is ``h_i``, the
+    last block's output ``h_L``), not through the bridge's cache of every hook point; the
+    numbers are the bridge's (the bridge runs the same modules). Falls back to
+    :func:`residual_states` for a model whose blocks are not all called once.
+    """
+    try:
+        blocks = block_stack(lm)
+    except ValueError:
+        return residual_states(lm, ids)
+    states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
+
+    def pre(j: int):
+        def hook(_mod, args, kwargs):
+            states[j] = (args[0] if args else kwargs["hidden_states"])[0]
+
+        return hook
+
+    def post(_mod, _args, out):
+        states[-1] = (out[0] if isinstance(out, tuple) else out)[0]
+
+    with lm.lock, intra_op_threads(1 if ids.shape[-1] <= SHORT_PROMPT else torch.get_num_threads()):
+        handles = [
+            b.register_forward_pre_hook(pre(j), with_kwargs=True) for j, b in enumerate(blocks)
+        ]
+        handles.append(blocks[-1].register_forward_hook(post))
+        try:
+            out = lm.bridge.original_model(ids, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    if any(s is None for s in states) or logits.shape[-1] != unembed_weights(lm)[0].shape[0]:
+        return residual_states(lm, ids)
+    return torch.stack(states).float(), logits[0].float()  # type: ignore[arg-type]
 
 
 def lens_readout(
@@ -174,7 +334,7 @@ def lens_readout(
     """Run the model on ``ids`` (shape ``(1, T)``) and read out every residual state."""
     if variant not in NORM_VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; use one of {NORM_VARIANTS}.")
-    states, logits = residual_states(lm, ids)  # (S, T, D), (T, V)
+    states, logits = states_and_logits(lm, ids)  # (S, T, D), (T, V)
     return lens_from_states(lm, states, logits, ids[0], k=k, variant=variant)
 
 
