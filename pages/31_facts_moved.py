@@ -80,12 +80,8 @@ def patching() -> None:
         return
     c1, c2 = st.columns([1, 2])
     dataset = ui.choice(c1, "Facts ", have, DATASETS, key="ap_dataset", bind="query-params")
-    variant = c2.selectbox(
-        "Patched",
-        list(PATCH_VARIANTS),
-        format_func=PATCH_VARIANTS.get,
-        key="ap_variant",
-        bind="query-params",
+    variant = ui.choice(
+        c2, "Patched", list(PATCH_VARIANTS), PATCH_VARIANTS, key="ap_variant", bind="query-params"
     )
     df = patching_curves(dataset, variant)
     st.altair_chart(

@@ -29,20 +29,8 @@ from app.representation_views import (
     within_similarity,
 )
 
-SIM_TITLE = "Spearman ρ of RDMs"
 DEPTH_A = "relative depth, model A (0 = embeddings, 1 = last)"
 DEPTH_0 = "relative depth (0 = embeddings)"
-SENTENCES = ("sentence_a", "sentence_b")
-
-
-def heatmap(df, x: str, y: str, x_title: str, y_title: str):
-    """Draw a layer x layer heatmap on a fixed 0-1 colour scale (so models compare)."""
-    return charts.matrix_heatmap(df, x, y, "value", SIM_TITLE, (0.0, 1.0), x_title, y_title)
-
-
-def rdm_chart(rdm):
-    """One live RDM, sentence x sentence, its colour scale fitted to the layer."""
-    return charts.matrix_heatmap(rdm, *SENTENCES, "dissimilarity", "1 − cosine", None, "", "")
 
 
 def within() -> tuple[str, str, list[str]] | None:
@@ -65,7 +53,10 @@ def within() -> tuple[str, str, list[str]] | None:
     if df.empty:
         st.info("No similarity rows for this choice.")
         return None
-    st.altair_chart(heatmap(df, "depth_a", "depth_b", DEPTH_0, "relative depth"), width="stretch")
+    st.altair_chart(
+        charts.similarity_heatmap(df, "depth_a", "depth_b", DEPTH_0, "relative depth"),
+        width="stretch",
+    )
     st.caption(f"{int(df['n_stimuli'].iloc[0])} stimuli; ρ below 0 is drawn as 0.")
     st.markdown(WITHIN_NOTE)
     ui.findings(within_finding(df))
@@ -89,11 +80,13 @@ def across(dataset: str, variant: str, models: list[str]) -> None:
         st.warning(str(err))
         return
     st.altair_chart(
-        heatmap(df, "depth_a", "depth_b", DEPTH_A, "relative depth, model B"), width="stretch"
+        charts.similarity_heatmap(df, "depth_a", "depth_b", DEPTH_A, "relative depth, model B"),
+        width="stretch",
     )
     diag = matched_depth(df, f"{model_a} vs {model_b}")
     st.altair_chart(
-        charts.depth_lines(diag, f"{SIM_TITLE} at equal depth (correlation)"), width="stretch"
+        charts.depth_lines(diag, f"{charts.SIM_TITLE} at equal depth (correlation)"),
+        width="stretch",
     )
     st.markdown(ACROSS_NOTE.format(n=int(df["n_stimuli"].iloc[0])))
     ui.findings(matched_finding(diag))
@@ -121,12 +114,14 @@ def live_panel() -> None:
     )
     if res is None:
         return
-    sim = heatmap(res["similarity"], "depth_a", "depth_b", DEPTH_0, "relative depth")
+    sim = charts.similarity_heatmap(
+        res["similarity"], "depth_a", "depth_b", DEPTH_0, "relative depth"
+    )
     st.altair_chart(sim, width="stretch")
     n = res["n_layers"]
     layer = st.slider("RDM of state", 0, n, n // 2, key="rsa_live_layer", bind="query-params")
     rdm = res["rdm"][res["rdm"]["layer"] == layer]
-    st.altair_chart(rdm_chart(rdm), width="stretch")
+    st.altair_chart(charts.rdm_heatmap(rdm), width="stretch")
     st.markdown(live_rdm_note(res, layer))
     ui.download(res["rdm"], "rsa_live_rdms", key="dl-live-rdm")
     ui.download(res["similarity"], "rsa_live_similarity", key="dl-live-sim")

@@ -121,6 +121,28 @@ BUILDERS = {
         charts.token_heatmap(token_frame(), "top1_prob", "p (top-1)", (0, 1), outline="disagree"),
         set(),
     ),
+    "similarity_heatmap": lambda: (
+        charts.similarity_heatmap(
+            pd.DataFrame({"a": [0, 0, 1, 1], "b": [0, 1, 0, 1], "value": [1, 0.5, 0.5, 1]}),
+            "a",
+            "b",
+            "relative depth, model A",
+            "relative depth, model B",
+        ),
+        set(),
+    ),
+    "rdm_heatmap": lambda: (
+        charts.rdm_heatmap(
+            pd.DataFrame(
+                {
+                    "sentence_a": ["s1", "s1", "s2", "s2"],
+                    "sentence_b": ["s1", "s2", "s1", "s2"],
+                    "dissimilarity": [0.0, 0.4, 0.4, 0.0],
+                }
+            )
+        ),
+        set(),
+    ),
     "matrix_heatmap": lambda: (
         charts.matrix_heatmap(
             pd.DataFrame({"a": [0, 0, 1, 1], "b": [0, 1, 0, 1], "v": [1, 0.5, 0.5, 1]}),

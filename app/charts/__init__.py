@@ -30,7 +30,15 @@ from app.charts.depth import (
     stage_chart,
     symlog_ticks,
 )
-from app.charts.heat import matrix_heatmap, pattern_chart, token_heatmap, trace_heatmaps
+from app.charts.heat import (
+    SIM_TITLE,
+    matrix_heatmap,
+    pattern_chart,
+    rdm_heatmap,
+    similarity_heatmap,
+    token_heatmap,
+    trace_heatmaps,
+)
 from app.charts.other import (
     guess_histogram,
     guess_rule,
@@ -40,6 +48,9 @@ from app.charts.other import (
 )
 
 __all__ = [
+    "SIM_TITLE",
+    "rdm_heatmap",
+    "similarity_heatmap",
     "BYTE_TOKEN",
     "DEPTH_TITLE",
     "HEATMAP_SCHEME",

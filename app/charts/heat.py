@@ -231,3 +231,19 @@ def pattern_chart(
         min(size, 900),
         min(size, 900),
     )
+
+
+#: Colour title of representational-similarity heatmaps.
+SIM_TITLE = "Spearman ρ of RDMs"
+
+
+def similarity_heatmap(df: pd.DataFrame, x: str, y: str, x_title: str, y_title: str) -> alt.Chart:
+    """A layer x layer similarity heatmap on a fixed 0-1 colour scale (so models compare)."""
+    return matrix_heatmap(df, x, y, "value", SIM_TITLE, (0.0, 1.0), x_title, y_title)
+
+
+def rdm_heatmap(rdm: pd.DataFrame) -> alt.Chart:
+    """One live RDM, sentence x sentence, its colour scale fitted to the layer."""
+    return matrix_heatmap(
+        rdm, "sentence_a", "sentence_b", "dissimilarity", "1 − cosine", None, "", ""
+    )
