@@ -29,6 +29,8 @@ out = {}
 import app.data  # noqa: F401
 out["app.data"] = "torch" in sys.modules
 import app.ui, app.charts  # noqa: F401,E401
+import precompute.results.publish  # noqa: F401 -- the app's Hub path (pinned results)
+out["publish"] = "torch" in sys.modules
 for name in sorted(p.stem for p in Path("app").glob("*_views.py")):
     __import__(f"app.{name}")
 out["views"] = "torch" in sys.modules
@@ -55,6 +57,7 @@ def probe() -> dict:
 def test_app_data_and_views_import_no_torch(probe):
     assert probe["app.data"] is False, "app.data imported torch"
     assert probe["views"] is False, "an app/*_views.py module imports torch at module level"
+    assert probe["publish"] is False, "fetching pinned Hub results imports torch"
 
 
 @pytest.mark.parametrize("page", [p.name for p in PAGES])

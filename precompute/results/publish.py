@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 
 from precompute import schema
-from precompute.results.store import DB_NAME
+from precompute.schema import DB_NAME
 
 log = logging.getLogger(__name__)
 
