@@ -6,6 +6,7 @@ The heatmaps are drawn by ``charts.trace_heatmaps``.
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import streamlit as st
@@ -185,10 +186,25 @@ def definitions(dataset: str = "facts") -> str:
     )
 
 
+#: Seconds between two partial heatmaps of a live trace (each redraw costs a chart).
+DRAW_EVERY_S = 1.0
+
+
 def live_trace(
-    model_name: str, prompt: str, span: tuple[int, int] | None, kinds: list[str], progress
+    model_name: str,
+    prompt: str,
+    span: tuple[int, int] | None,
+    kinds: list[str],
+    progress,
+    draw: bool = True,
 ) -> pd.DataFrame:
-    """Trace the student's fact with the same function as precompute; returns per-cell rows.
+    """Trace the student's fact with the same engine as precompute, streaming partial heatmaps.
+
+    The trace's steps come coarse first (every 4th block, then the others; the same steps as
+    precompute, so the finished numbers are the same): inside a Streamlit run a partial heatmap
+    is redrawn at most every :data:`DRAW_EVERY_S` seconds, and each report is a Streamlit call,
+    so Stop ends the trace there. The steps run on one core (``threads=1``): the other serves
+    other students' requests between the trace's locked steps.
 
     Args:
         model_name: Live model.
@@ -196,24 +212,53 @@ def live_trace(
         span: The subject's character span (``ui.subject_picker``), mapped to tokens by
             ``precompute.facts`` exactly as the knockout page maps it.
         kinds: ``hidden``, ``mlp``, ``attn``.
-        progress: Callback with the fraction done.
+        progress: Callback with the fraction done (or None).
+        draw: Draw the partial heatmaps (inside a Streamlit run only).
 
     Raises:
         ValueError: Bad subject or prompt (the message says what to change).
     """
-    from precompute.methods.causal_tracing import CausalTracingConfig, result_frame, trace
+    from precompute.methods.causal_tracing import CausalTracingConfig, result_frame
+    from precompute.model.tracing import trace_frames
 
     prompt = live.check_prompt(prompt, max_chars=200)
     if span is None:
         raise ValueError("Pick the subject's words first.")
     lm = live.get_model(model_name)
     cfg = CausalTracingConfig(kinds=",".join(kinds))
-    r = trace(lm, prompt, prompt[span[0] : span[1]], cfg, progress=progress, char_span=span)
+    subject = prompt[span[0] : span[1]]
+    holder = st.empty() if draw and st.runtime.exists() else None
+    drawn = 0.0
+    for fr in trace_frames(lm, prompt, subject, cfg, char_span=span, threads=1):
+        if progress is not None and fr.done:
+            progress(fr.fraction)
+        if holder is not None and fr.done < fr.total and time.monotonic() - drawn > DRAW_EVERY_S:
+            show_partial(holder, result_frame(lm, fr.result), fr)
+            drawn = time.monotonic()
+    r = fr.result
     df = result_frame(lm, r)
     df["model"] = model_name
     df["seconds"] = r.seconds
     df.attrs["inputs"] = {"model": model_name, "prompt": prompt}  # for the CSV download
     return df
+
+
+def show_partial(holder, cells: pd.DataFrame, frame) -> None:
+    """Draw a partial trace: a block not traced yet shows the nearest traced block's colours."""
+    cells = cells.sort_values(["kind", "position", "layer"])
+    keys = [cells["kind"], cells["position"]]
+    cells["p_restored"] = cells.groupby(keys)["p_restored"].transform(lambda s: s.ffill().bfill())
+    cells = cells.dropna(subset=["p_restored"])
+    r = frame.result
+    kinds = {k: KINDS[k][0] for k in KINDS if k in set(cells["kind"])}
+    with holder.container():
+        st.caption(
+            f"Partial trace: {frame.done} of {frame.total} steps in {r.seconds:.0f} s. Every "
+            "4th block first, then the blocks between; a block not traced yet shows its "
+            "neighbour's colours."
+        )
+        domain = heatmap_domain(cells, r.p_corrupt, r.p_clean)
+        st.altair_chart(charts.trace_heatmaps(cells, domain, kinds), width="content")
 
 
 # ------------------------------------------------------------------------------ page widgets

@@ -85,3 +85,67 @@ def test_one_pass_forward_equals_bridge_states(tiny):
     fast_states, fast_logits = states_and_logits(tiny, ids)
     torch.testing.assert_close(fast_states, states, atol=1e-5, rtol=0)
     torch.testing.assert_close(fast_logits, logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("token_range", ["all", "subject_last"])
+def test_streamed_trace_ends_with_the_trace_and_starts_with_cells(tiny_models, token_range):
+    from precompute.model.tracing import CausalTracingConfig, trace, trace_frames
+
+    lm = tiny_models["tiny-llama"]
+    prompt, subject = "The Eiffel Tower is located in the city of", "Eiffel Tower"
+    cfg = CausalTracingConfig(kinds="hidden,mlp", noise_sigma=1.0, token_range=token_range)
+    frames = list(trace_frames(lm, prompt, subject, cfg, threads=1))
+    whole = trace(lm, prompt, subject, cfg)
+    last = frames[-1]
+    assert last.done == last.total == len(frames) - 1
+    for kind, grid in whole.scores.items():
+        torch.testing.assert_close(last.result.scores[kind], grid, atol=0, rtol=0, equal_nan=True)
+        assert last.cells[kind].all()
+    assert last.result.p_corrupt == whole.p_corrupt
+    first = frames[1]  # after one step: one block's column has cells, the rest waits
+    b, _ = first.result.subject_range
+    hidden = first.cells["hidden"]
+    assert hidden[:b].all() and hidden[-1].any() and not hidden[b:].all()
+    done = [int(f.cells["hidden"].sum()) for f in frames]
+    assert done == sorted(done)  # cells only fill in
+
+
+def test_stopping_a_stream_runs_no_more_steps(tiny_models, monkeypatch):
+    from precompute.model import tracing
+
+    lm = tiny_models["tiny-gpt2"]
+    cfg = tracing.CausalTracingConfig(kinds="hidden", noise_sigma=1.0)
+    calls = []
+    real = tracing.run_from
+    monkeypatch.setattr(tracing, "run_from", lambda *a, **k: calls.append(1) or real(*a, **k))
+    frames = tracing.trace_frames(lm, "The Eiffel Tower is in the city of", "Eiffel Tower", cfg)
+    for fr in frames:
+        if fr.done == 2:
+            frames.close()
+    assert len(calls) == 2 and fr.total > 2
+
+
+def test_live_trace_draws_partial_heatmaps_in_streamlit(tiny_models, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from app import facts_views, live
+
+    monkeypatch.setattr(live, "get_model", lambda name: tiny_models["tiny-llama"])
+    monkeypatch.setattr(facts_views, "DRAW_EVERY_S", 0.0)  # every frame
+
+    def page():
+        import streamlit as st
+
+        from app import facts_views
+
+        prompt = "The Eiffel Tower is located in the city of"
+        seen = []
+        df = facts_views.live_trace("tiny-llama", prompt, (4, 16), ["hidden"], seen.append)
+        st.session_state["n_rows"], st.session_state["seen"] = len(df), seen
+
+    at = AppTest.from_function(page, default_timeout=120).run()
+    assert not at.exception
+    seen = at.session_state["seen"]
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert any(c.value.startswith("Partial trace:") for c in at.caption)
+    assert at.session_state["n_rows"] > 0

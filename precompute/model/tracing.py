@@ -23,11 +23,10 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from precompute.facts import (
@@ -40,7 +39,39 @@ from precompute.facts import (
 )
 from precompute.model.load import LoadedModel
 from precompute.model.replay import Replay, capture, forward, run_from
+from precompute.model.threads import intra_op_threads
+from precompute.model.trace_parts import (
+    TraceFrame,
+    embedding_sigma,
+    make_noise,
+    mean_prob,
+    noise_hook,
+    plan,
+    reference_sigma,
+    restore_hook,
+    traced_positions,
+)
 from precompute.types import BaseConfig
+
+__all__ = [
+    "CausalTracingConfig",
+    "Setup",
+    "TraceCancelled",
+    "TraceFrame",
+    "TraceResult",
+    "embedding_sigma",
+    "make_noise",
+    "mean_prob",
+    "noise_hook",
+    "noise_sigma",
+    "plan",
+    "prepare",
+    "reference_sigma",
+    "result",
+    "trace",
+    "trace_frames",
+    "traced_positions",
+]
 
 KINDS = ("hidden", "mlp", "attn")
 KIND_HOOK = {"hidden": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
@@ -163,64 +194,9 @@ class TraceResult:
 # Noise
 
 
-_SIGMA_CACHE: dict[tuple[int, str], float] = {}
-
-
-@torch.inference_mode()
-def embedding_sigma(lm: LoadedModel, subjects_in_prompts: list[tuple[str, str]]) -> float:
-    """Measure the std of the ``hook_embed`` output over the subject tokens of the prompts.
-
-    Measured where the noise is added: ``hook_embed`` is the embedding module's output (Gemma's
-    sqrt(D) scale is inside that module; GPT-2's position embeddings are added after it). Token
-    embeddings do not depend on context, so all subject tokens go through the module at once.
-    """
-    tokens: list[int] = []
-    for text, subject in subjects_in_prompts:
-        try:
-            fact = subject_tokens(lm, text, subject)
-        except ValueError:
-            continue
-        tokens += fact.ids[0, fact.start : fact.end].tolist()
-    if not tokens:
-        raise ValueError("No subject could be located to measure the embedding std.")
-    with lm.lock:
-        emb = lm.bridge.embed(torch.tensor([tokens], device=lm.device))  # (1, N, D)
-    return float(emb.float().std())
-
-
 def noise_sigma(lm: LoadedModel, cfg: CausalTracingConfig) -> float:
     """Return the sigma the noise is scaled by: the config's, else measured (takes ``lm.lock``)."""
     return cfg.noise_sigma if cfg.noise_sigma > 0 else reference_sigma(lm, cfg.noise_ref)
-
-
-def reference_sigma(lm: LoadedModel, ref: str = "facts") -> float:
-    """Sigma over the subjects of a reference fact set (cached per model)."""
-    key = (id(lm), ref)
-    if key not in _SIGMA_CACHE:
-        from precompute.datasets import load_dataset
-
-        items, _ = load_dataset(ref)
-        pairs = [(it.text, it.fields["subject"]) for it in items]
-        _SIGMA_CACHE[key] = embedding_sigma(lm, pairs)
-    return _SIGMA_CACHE[key]
-
-
-def make_noise(
-    cfg: CausalTracingConfig, n_subject: int, d_model: int, sigma: float
-) -> torch.Tensor:
-    """``(S, e - b, D)`` noise from ``RandomState(seed)``, re-seeded per fact (ROME's order)."""
-    prng = np.random.RandomState(cfg.seed)
-    eps = prng.randn(cfg.samples, n_subject, d_model)
-    return torch.from_numpy(eps).float() * (cfg.noise_scale * sigma)
-
-
-def traced_positions(cfg: CausalTracingConfig, n_tokens: int, b: int, e: int) -> list[int]:
-    """Positions traced: all (``all``) or the last subject token and the last token."""
-    if cfg.token_range == "all":
-        return list(range(n_tokens))
-    if cfg.token_range == "subject_last":
-        return [e - 1, n_tokens - 1]
-    raise ValueError(f"Unknown token_range {cfg.token_range!r}; use all or subject_last.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,25 +245,6 @@ def prepare(
     return Setup(fact, noise, o, float(probs[o]), sigma), rep
 
 
-def noise_hook(setup: Setup, first_noised: int) -> Callable:
-    """Add the fact's noise to rows ``first_noised..`` of the embedding output."""
-    b, e = setup.fact.start, setup.fact.end
-
-    def hook(x, hook=None):  # (B, T, D)
-        n = x.shape[0] - first_noised
-        reps = n // setup.noise.shape[0]
-        x[first_noised:, b:e] += setup.noise.repeat(reps, 1, 1).to(x.dtype)
-        return x
-
-    return hook
-
-
-def mean_prob(logits: torch.Tensor, o: int, samples: int) -> torch.Tensor:
-    """Mean over each group of ``samples`` rows of ``softmax(logits)[o]``: ``(B,) -> (B/S,)``."""
-    p = torch.softmax(logits.float(), -1)[:, o]
-    return p.reshape(-1, samples).mean(-1)
-
-
 def result(
     lm: LoadedModel, setup: Setup, p_corrupt: float, scores: dict, answer, t0: float, window: int
 ) -> TraceResult:
@@ -308,15 +265,86 @@ def result(
     )
 
 
-def _restore_hook(src: torch.Tensor, i: int, rows: torch.Tensor, tpos: torch.Tensor) -> Callable:
-    def restore(x, hook=None):
-        x[rows, tpos] = src[i, tpos].to(x.dtype)
-        return x
-
-    return restore
-
-
 @torch.inference_mode()
+def trace_frames(
+    lm: LoadedModel,
+    prompt: str,
+    subject: str | None,
+    cfg: CausalTracingConfig | None = None,
+    answer: str | None = None,
+    char_span: tuple[int, int] | None = None,
+    coarse_first: bool = True,
+    threads: int | None = None,
+) -> Iterator[TraceFrame]:
+    """Trace one fact the fast way (module docstring), yielding a :class:`TraceFrame` per step.
+
+    Stop by no longer iterating (``close()``): no more steps run. Every cell is computed by one
+    locked replay step, so the last frame's scores are the trace's (``coarse_first`` only orders
+    the steps, :func:`plan`; ``tests/test_live_speed.py`` checks that they are equal).
+    ``threads``: intra-op threads for the steps (the live panel uses 1: one core for the trace,
+    the other for other students' requests; ``precompute.model.threads``).
+
+    Raises:
+        ValueError: Subject not found / covering the prompt, prompt too long, bad config.
+    """
+    cfg = cfg or CausalTracingConfig()
+    kinds = cfg.kind_list()
+    t0 = time.perf_counter()
+    n_threads = threads or torch.get_num_threads()
+    with intra_op_threads(n_threads):
+        setup, rep = prepare(lm, prompt, subject, cfg, char_span)
+    S, L = cfg.samples, lm.n_layers
+    window = cfg.window_for(L)
+    b, e = setup.fact.start, setup.fact.end
+    n_tok = setup.fact.n_tokens
+    clean = {
+        k: torch.stack([rep.cache[f"blocks.{i}.{KIND_HOOK[k]}"] for i in range(L)]) for k in kinds
+    }
+    # Corrupted run: S copies; keep every block's input and the last block's output.
+    names = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
+    with intra_op_threads(n_threads):
+        noised = [("hook_embed", noise_hook(setup, 0))]
+        logits, cache = forward(lm, setup.ids.repeat(S, 1), fwd_hooks=noised, names=names)
+    corr_pre = [cache[f"blocks.{i}.hook_resid_pre"] for i in range(L)]  # L x (S, T, D)
+    corr_post = corr_pre[1:] + [cache[f"blocks.{L - 1}.hook_resid_post"]]
+    p_corrupt = float(mean_prob(logits[:, -1], setup.answer_id, S)[0])
+    keep = traced_positions(cfg, n_tok, b, e)
+    positions = [t for t in keep if t >= b]
+    scores = {k: torch.full((n_tok, L), float("nan")) for k in kinds}
+    cells = {k: torch.zeros((n_tok, L), dtype=torch.bool) for k in kinds}
+    for k in kinds:  # before the subject: p_corrupt exactly; not traced (token_range): NaN
+        scores[k][:b] = p_corrupt
+        cells[k][[t for t in range(n_tok) if t not in positions]] = True
+    steps = plan(kinds, L, positions, max(1, cfg.batch_seqs // S), coarse_first)
+
+    def frame(done: int) -> TraceFrame:
+        res = result(
+            lm, setup, p_corrupt, {k: v.clone() for k, v in scores.items()}, answer, t0, window
+        )
+        return TraceFrame(res, done, len(steps), {k: v.clone() for k, v in cells.items()})
+
+    yield frame(0)
+    for j, (kind, layer, pos) in enumerate(steps):  # one locked replay step each
+        tpos = torch.tensor(pos, device=lm.device).repeat_interleave(S)  # (B,)
+        rows = torch.arange(len(tpos), device=lm.device)
+        with intra_op_threads(n_threads):
+            if kind == "hidden":
+                h = corr_post[layer].repeat(len(pos), 1, 1)  # (B, T, D)
+                h[rows, tpos] = clean["hidden"][layer, tpos]
+                out = run_from(lm, rep, h, layer + 1)
+            else:
+                span = window_layers(layer, window, L)
+                h = corr_pre[span.start].repeat(len(pos), 1, 1)  # (B, T, D)
+                hooks = [
+                    (f"blocks.{i}.{KIND_HOOK[kind]}", restore_hook(clean[kind], i, rows, tpos))
+                    for i in span
+                ]
+                out = run_from(lm, rep, h, span.start, fwd_hooks=hooks)
+        scores[kind][pos, layer] = mean_prob(out, setup.answer_id, S).cpu()
+        cells[kind][pos, layer] = True
+        yield frame(j + 1)
+
+
 def trace(
     lm: LoadedModel,
     prompt: str,
@@ -326,7 +354,7 @@ def trace(
     progress: Callable[[float], bool | None] | None = None,
     char_span: tuple[int, int] | None = None,
 ) -> TraceResult:
-    """Trace one fact the fast way (see the module docstring).
+    """Trace one fact the fast way: the last frame of :func:`trace_frames`, steps in order.
 
     Args:
         lm: Loaded model.
@@ -341,57 +369,9 @@ def trace(
     Raises:
         ValueError: Subject not found / covering the prompt, prompt too long, bad config.
     """
-    cfg = cfg or CausalTracingConfig()
-    kinds = cfg.kind_list()
-    t0 = time.perf_counter()
-    setup, rep = prepare(lm, prompt, subject, cfg, char_span)
-    S, L = cfg.samples, lm.n_layers
-    window = cfg.window_for(L)
-    b, e = setup.fact.start, setup.fact.end
-    n_tok = setup.fact.n_tokens
-    clean = {
-        k: torch.stack([rep.cache[f"blocks.{i}.{KIND_HOOK[k]}"] for i in range(L)]) for k in kinds
-    }
-    # Corrupted run: S copies; keep every block's input and the last block's output.
-    names = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
-    logits, cache = forward(
-        lm, setup.ids.repeat(S, 1), fwd_hooks=[("hook_embed", noise_hook(setup, 0))], names=names
-    )
-    corr_pre = [cache[f"blocks.{i}.hook_resid_pre"] for i in range(L)]  # L x (S, T, D)
-    corr_post = corr_pre[1:] + [cache[f"blocks.{L - 1}.hook_resid_post"]]
-    p_corrupt = float(mean_prob(logits[:, -1], setup.answer_id, S)[0])
-    keep = traced_positions(cfg, n_tok, b, e)
-    positions = [t for t in keep if t >= b]
-    scores = {k: torch.full((n_tok, L), p_corrupt) for k in kinds}
-    if cfg.token_range != "all":
-        for k in kinds:
-            mask = torch.ones(n_tok, dtype=torch.bool)
-            mask[keep] = False
-            mask[:b] = False
-            scores[k][mask] = float("nan")
-    per_batch = max(1, cfg.batch_seqs // S)
-    jobs = [
-        (k, layer, positions[i : i + per_batch])
-        for k in kinds
-        for layer in range(L)
-        for i in range(0, len(positions), per_batch)
-    ]
-    for j, (kind, layer, pos) in enumerate(jobs):  # one locked replay step each
-        tpos = torch.tensor(pos, device=lm.device).repeat_interleave(S)  # (B,)
-        rows = torch.arange(len(tpos), device=lm.device)
-        if kind == "hidden":
-            h = corr_post[layer].repeat(len(pos), 1, 1)  # (B, T, D)
-            h[rows, tpos] = clean["hidden"][layer, tpos]
-            out = run_from(lm, rep, h, layer + 1)
-        else:
-            span = window_layers(layer, window, L)
-            h = corr_pre[span.start].repeat(len(pos), 1, 1)  # (B, T, D)
-            hooks = [
-                (f"blocks.{i}.{KIND_HOOK[kind]}", _restore_hook(clean[kind], i, rows, tpos))
-                for i in span
-            ]
-            out = run_from(lm, rep, h, span.start, fwd_hooks=hooks)
-        scores[kind][pos, layer] = mean_prob(out, setup.answer_id, S).cpu()
-        if progress is not None and progress((j + 1) / len(jobs)) is False:
+    frames = trace_frames(lm, prompt, subject, cfg, answer, char_span, coarse_first=False)
+    for fr in frames:
+        if fr.done and progress is not None and progress(fr.fraction) is False:
+            frames.close()
             raise TraceCancelled("Trace cancelled.")
-    return result(lm, setup, p_corrupt, scores, answer, t0, window)
+    return fr.result

@@ -1,0 +1,147 @@
+"""Parts of causal tracing (``precompute.model.tracing``): the noise, the hooks, the step plan.
+
+Kept apart so that the engine module stays short; ``precompute.model.tracing`` re-exports every
+name, so callers import from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from precompute.facts import subject_tokens
+from precompute.model.load import LoadedModel
+
+if TYPE_CHECKING:
+    from precompute.model.tracing import CausalTracingConfig, Setup, TraceResult
+
+
+_SIGMA_CACHE: dict[tuple[int, str], float] = {}
+
+
+@torch.inference_mode()
+def embedding_sigma(lm: LoadedModel, subjects_in_prompts: list[tuple[str, str]]) -> float:
+    """Measure the std of the ``hook_embed`` output over the subject tokens of the prompts.
+
+    Measured where the noise is added: ``hook_embed`` is the embedding module's output (Gemma's
+    sqrt(D) scale is inside that module; GPT-2's position embeddings are added after it). Token
+    embeddings do not depend on context, so all subject tokens go through the module at once.
+    """
+    tokens: list[int] = []
+    for text, subject in subjects_in_prompts:
+        try:
+            fact = subject_tokens(lm, text, subject)
+        except ValueError:
+            continue
+        tokens += fact.ids[0, fact.start : fact.end].tolist()
+    if not tokens:
+        raise ValueError("No subject could be located to measure the embedding std.")
+    with lm.lock:
+        emb = lm.bridge.embed(torch.tensor([tokens], device=lm.device))  # (1, N, D)
+    return float(emb.float().std())
+
+
+def reference_sigma(lm: LoadedModel, ref: str = "facts") -> float:
+    """Sigma over the subjects of a reference fact set (cached per model)."""
+    key = (id(lm), ref)
+    if key not in _SIGMA_CACHE:
+        from precompute.datasets import load_dataset
+
+        items, _ = load_dataset(ref)
+        pairs = [(it.text, it.fields["subject"]) for it in items]
+        _SIGMA_CACHE[key] = embedding_sigma(lm, pairs)
+    return _SIGMA_CACHE[key]
+
+
+def make_noise(
+    cfg: CausalTracingConfig, n_subject: int, d_model: int, sigma: float
+) -> torch.Tensor:
+    """``(S, e - b, D)`` noise from ``RandomState(seed)``, re-seeded per fact (ROME's order)."""
+    prng = np.random.RandomState(cfg.seed)
+    eps = prng.randn(cfg.samples, n_subject, d_model)
+    return torch.from_numpy(eps).float() * (cfg.noise_scale * sigma)
+
+
+def traced_positions(cfg: CausalTracingConfig, n_tokens: int, b: int, e: int) -> list[int]:
+    """Positions traced: all (``all``) or the last subject token and the last token."""
+    if cfg.token_range == "all":
+        return list(range(n_tokens))
+    if cfg.token_range == "subject_last":
+        return [e - 1, n_tokens - 1]
+    raise ValueError(f"Unknown token_range {cfg.token_range!r}; use all or subject_last.")
+
+
+def noise_hook(setup: Setup, first_noised: int) -> Callable:
+    """Add the fact's noise to rows ``first_noised..`` of the embedding output."""
+    b, e = setup.fact.start, setup.fact.end
+
+    def hook(x, hook=None):  # (B, T, D)
+        n = x.shape[0] - first_noised
+        reps = n // setup.noise.shape[0]
+        x[first_noised:, b:e] += setup.noise.repeat(reps, 1, 1).to(x.dtype)
+        return x
+
+    return hook
+
+
+def mean_prob(logits: torch.Tensor, o: int, samples: int) -> torch.Tensor:
+    """Mean over each group of ``samples`` rows of ``softmax(logits)[o]``: ``(B,) -> (B/S,)``."""
+    p = torch.softmax(logits.float(), -1)[:, o]
+    return p.reshape(-1, samples).mean(-1)
+
+
+def restore_hook(src: torch.Tensor, i: int, rows: torch.Tensor, tpos: torch.Tensor) -> Callable:
+    """A hook writing the clean activation ``src[i]`` at positions ``tpos`` of rows ``rows``."""
+
+    def restore(x, hook=None):
+        x[rows, tpos] = src[i, tpos].to(x.dtype)
+        return x
+
+    return restore
+
+
+@dataclass
+class TraceFrame:
+    """A partial trace: ``result.scores`` holds NaN where no cell is computed yet.
+
+    Attributes:
+        result: The trace so far (``seconds`` = time until this frame).
+        done: Replay steps done; total: steps in the whole trace.
+        cells: ``kind -> (T, L)`` bool, True where a cell is computed (or needs none).
+    """
+
+    result: TraceResult
+    done: int
+    total: int
+    cells: dict[str, torch.Tensor]
+
+    @property
+    def fraction(self) -> float:
+        """Share of the replay steps done."""
+        return self.done / max(self.total, 1)
+
+
+def plan(
+    kinds: list[str], n_layers: int, positions: list[int], per_batch: int, coarse_first: bool
+) -> list[tuple[str, int, list[int]]]:
+    """The replay steps ``(kind, layer, positions)``: every traced cell once.
+
+    In order: kinds, layers, batches of positions. ``coarse_first`` keeps the same steps (so
+    every cell comes from the same batch, and the numbers are the same) and reorders the layers:
+    every 4th block first, then the others, latest first in each pass (they run the fewest
+    blocks, so the first partial heatmap comes within a second of the corrupted run).
+    """
+    layers = list(range(n_layers))
+    if coarse_first:
+        late_first = layers[::-1]
+        layers = [x for x in late_first if x % 4 == 0] + [x for x in late_first if x % 4]
+    return [
+        (k, layer, positions[i : i + per_batch])
+        for k in kinds
+        for layer in layers
+        for i in range(0, len(positions), per_batch)
+    ]
