@@ -13,7 +13,12 @@ Live work is bounded (issue 12). :func:`run` admits requests through a process-w
 * each request has a time limit: a global forward pre-hook checks the calling thread's deadline
   before every module's forward pass and stops the request there, with a message saying so;
 * one request per session: a new one from the same browser tab cancels the previous one;
-* a model that failed to load fails fast (one line) for a minute before it is tried again.
+* a model that failed to load fails fast (one line) for a minute before it is tried again;
+* a request computes on :data:`LIVE_THREADS` intra-op thread: a live prompt's operations are too
+  small to split, and split ones wait at a barrier per operation whenever the machine is busy
+  (``precompute.model.threads``; ``bench live-panels``: delete/swap 5.3 s -> 0.3 s, knockout
+  14 s -> 0.9 s, RSA 6.2 s -> 1.1 s on a loaded 2-core machine). The logit lens still spreads
+  its read-out over the process's cores (``map_threads``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import streamlit as st
 from app.config import AppConfig
 
 T = TypeVar("T")
+#: Intra-op threads of one live request.
+LIVE_THREADS = 1
 
 
 class PromptError(ValueError):
@@ -274,8 +281,11 @@ def run(
             placeholder.empty()
         ticket.deadline = time.monotonic() + limit
         _CURRENT.ticket = ticket
+        from precompute.model.threads import intra_op_threads  # torch: lazily
+
         try:
-            return compute()
+            with intra_op_threads(LIVE_THREADS):  # one core per request (module docstring)
+                return compute()
         except _Stop as stop:
             if stop.why == "cancelled":
                 raise LiveTimeout("A newer request from this page replaced this one.") from None
