@@ -10,8 +10,11 @@ Each panel runs the library call its page makes, with the page's defaults:
   coarse grid first, one intra-op thread as the page runs it): seconds to the first partial
   heatmap and to the finished one (issue 13: 5 s and 60 s).
 
-Figures are medians of ``--repeats`` runs after one warm-up (the trace: one run), with torch's
-default thread count; ``load_average`` (1 min, before and after) says how busy the machine was.
+Figures are medians of 3 runs (``--n`` to change) after one warm-up (the trace: one run). Each
+panel computes on one intra-op thread, as the app's ``live.run`` runs every live request
+(``STAGESCOPE_BENCH_THREADS`` to compare; ``0`` = torch's default). ``causal_trace_coarse_seconds``:
+every 4th block traced. ``load_average`` (1 min, before and after) says how busy the machine
+was.
 
 Example:
     python -m precompute bench live-panels --model smollm2-135m --json
@@ -47,10 +50,12 @@ def run(model_name: str, args) -> dict:
     from precompute.methods.rsa import RSAConfig, live_rsa
     from precompute.model import interventions as iv
     from precompute.model.load import load_model
+    from precompute.model.threads import intra_op_threads
     from precompute.model.tracing import CausalTracingConfig, trace_frames
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
-    repeats = int(getattr(args, "repeats", 0) or 3)
+    repeats = int(getattr(args, "n", None) or 3)
+    threads = int(os.environ.get("STAGESCOPE_BENCH_THREADS", "1")) or torch.get_num_threads()
     ids = lm.tokenize(PROMPT)
     mid = lm.n_layers // 2
     load_before = os.getloadavg()[0]
@@ -59,24 +64,29 @@ def run(model_name: str, args) -> dict:
         iv.intervened_logits(lm, ids, iv.Intervention("delete", mid, "block"))
         iv.intervened_logits(lm, ids, iv.Intervention("swap", mid, other=mid + 1))
 
-    figures = {
-        "delete_swap": median_seconds(delete_swap, repeats) / 2,
-        "knockout": median_seconds(lambda: knockout_fact(lm, PROMPT, SUBJECT, 9), repeats),
-        "rsa": median_seconds(lambda: live_rsa(lm, SENTENCES, RSAConfig()), repeats),
-    }
+    with intra_op_threads(threads):
+        figures = {
+            "delete_swap": median_seconds(delete_swap, repeats) / 2,
+            "knockout": median_seconds(lambda: knockout_fact(lm, PROMPT, SUBJECT, 9), repeats),
+            "rsa": median_seconds(lambda: live_rsa(lm, SENTENCES, RSAConfig()), repeats),
+        }
     t0 = time.perf_counter()
-    first = None
+    first = coarse = None
     frames = 0
     cfg = CausalTracingConfig(kinds="hidden")
-    for _ in trace_frames(lm, PROMPT, SUBJECT, cfg, threads=1):
+    for fr in trace_frames(lm, PROMPT, SUBJECT, cfg, threads=threads):
         frames += 1
-        first = first if first is not None else time.perf_counter() - t0
+        now = time.perf_counter() - t0
+        first = first if first is not None or not fr.done else now
+        coarse_done = bool(fr.cells["hidden"][:, ::4].all())
+        coarse = coarse if coarse is not None or not coarse_done else now
     return {
         "model": lm.name,
         "tokens": int(ids.shape[1]),
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "seconds": {k: round(v, 3) for k, v in figures.items()},
         "causal_trace_first_frame_seconds": round(first or 0.0, 3),
+        "causal_trace_coarse_seconds": round(coarse or 0.0, 3),
         "causal_trace_seconds": round(time.perf_counter() - t0, 3),
         "causal_trace_frames": frames,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],

@@ -31,6 +31,9 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: Torch's thread count when this module was imported (the process default): the workers of
+#: :func:`map_threads`, also inside a request that computes on one intra-op thread.
+DEFAULT_THREADS = torch.get_num_threads()
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _POOL_SIZE = 0
@@ -70,12 +73,12 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def map_threads(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
-    """``[fn(x) for x in items]`` on ``workers`` single-core threads (default: torch's count).
+    """``[fn(x) for x in items]`` on ``workers`` single-core threads (:data:`DEFAULT_THREADS`).
 
     ``fn`` runs under ``torch.inference_mode`` (thread-local, so entered in each worker).
     Results come back in the order of ``items``; the first exception is raised.
     """
-    workers = min(workers or torch.get_num_threads(), len(items))
+    workers = min(workers or DEFAULT_THREADS, len(items))
     if workers <= 1:
         with intra_op_threads(1), torch.inference_mode():
             return [fn(x) for x in items]
