@@ -149,3 +149,21 @@ def test_live_trace_draws_partial_heatmaps_in_streamlit(tiny_models, monkeypatch
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert any(c.value.startswith("Partial trace:") for c in at.caption)
     assert at.session_state["n_rows"] > 0
+
+
+def test_suffix_replay_equals_full_replay(tiny_models, monkeypatch):
+    """Llama-like blocks replay from the subject on, the clean prefix's keys and values cached."""
+    from precompute.model import tracing
+
+    lm = tiny_models["tiny-llama"]
+    cfg = tracing.CausalTracingConfig(noise_sigma=1.0, window=2)
+    prompt, subject = "The Eiffel Tower is located in the city of", "located in"
+    used = []
+    real = tracing.prefix_kv
+    monkeypatch.setattr(tracing, "prefix_kv", lambda *a: used.append(1) or real(*a))
+    fast = tracing.trace(lm, prompt, subject, cfg)
+    assert used and real(lm, tracing.capture(lm, lm.tokenize(prompt)), 2) is not None
+    monkeypatch.setattr(tracing, "prefix_kv", lambda *a: None)
+    full = tracing.trace(lm, prompt, subject, cfg)
+    for kind, grid in full.scores.items():
+        torch.testing.assert_close(fast.scores[kind], grid, atol=1e-6, rtol=0)

@@ -6,7 +6,7 @@ name, so callers import from there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from precompute.facts import subject_tokens
+from precompute.model.internals import final_norm, unembed
 from precompute.model.load import LoadedModel
+from precompute.model.replay import Replay, block_stack
 
 if TYPE_CHECKING:
     from precompute.model.tracing import CausalTracingConfig, Setup, TraceResult
@@ -94,11 +96,13 @@ def mean_prob(logits: torch.Tensor, o: int, samples: int) -> torch.Tensor:
     return p.reshape(-1, samples).mean(-1)
 
 
-def restore_hook(src: torch.Tensor, i: int, rows: torch.Tensor, tpos: torch.Tensor) -> Callable:
-    """A hook writing the clean activation ``src[i]`` at positions ``tpos`` of rows ``rows``."""
+def restore_hook(
+    src: torch.Tensor, i: int, rows: torch.Tensor, tpos: torch.Tensor, offset: int = 0
+) -> Callable:
+    """A hook writing the clean ``src[i]`` at positions ``tpos`` (``tpos - offset`` in ``x``)."""
 
     def restore(x, hook=None):
-        x[rows, tpos] = src[i, tpos].to(x.dtype)
+        x[rows, tpos - offset] = src[i, tpos].to(x.dtype)
         return x
 
     return restore
@@ -145,3 +149,87 @@ def plan(
         for layer in layers
         for i in range(0, len(positions), per_batch)
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Suffix replay: the clean prefix's keys and values computed once
+
+
+def _sliced(kwargs: dict, q0: int, q1: int, k1: int) -> dict | None:
+    """A block's captured arguments for queries ``q0..q1-1`` over keys ``0..k1-1``, or None."""
+    out = {}
+    for name, val in kwargs.items():
+        if name == "attention_mask" and torch.is_tensor(val) and val.dim() == 4:
+            out[name] = val[:, :, q0:q1, :k1]
+        elif name == "position_embeddings" and isinstance(val, tuple):
+            out[name] = tuple(v[:, q0:q1] for v in val)
+        elif name in ("position_ids", "cache_position") and torch.is_tensor(val):
+            out[name] = val[..., q0:q1]
+        elif name in ("past_key_values", "use_cache") or not torch.is_tensor(val):
+            if torch.is_tensor(val) or isinstance(val, tuple):
+                return None
+            out[name] = val
+        else:
+            return None  # an argument this code does not know how to cut
+    return out
+
+
+@torch.inference_mode()
+def prefix_kv(lm: LoadedModel, rep: Replay, b: int) -> list[tuple] | None:
+    """Keys and values of the clean positions ``0..b-1`` at every block (``None``: unsupported).
+
+    Before the subject every restored run equals the clean run, so a replay from the subject
+    on needs only these. Supported: blocks that take a ``past_key_values`` cache, an explicit
+    4-D attention mask and rotary ``position_embeddings`` (Llama, Gemma); other architectures
+    replay every position.
+    """
+    calls = rep.calls
+    if b < 1 or any(args or "past_key_values" not in kw for args, kw in calls):
+        return None
+    sliced = [_sliced(kw, 0, b, b) for _, kw in calls]
+    if any(s is None or "attention_mask" not in s for s in sliced):
+        return None
+    from transformers.cache_utils import DynamicCache
+
+    kv = []
+    with lm.lock:
+        for j, block in enumerate(block_stack(lm)):
+            cache = DynamicCache()
+            kw = {**sliced[j], "past_key_values": cache, "use_cache": True}
+            block(rep.states[j][None, :b].to(lm.bridge.original_model.dtype), **kw)
+            layer = cache.layers[-1]
+            kv.append((layer.keys, layer.values))
+    return kv
+
+
+@torch.inference_mode()
+def run_suffix(
+    lm: LoadedModel,
+    rep: Replay,
+    kv: list[tuple],
+    x: torch.Tensor,
+    start: int,
+    fwd_hooks: Sequence = (),
+) -> torch.Tensor:
+    """Blocks ``start..L-1`` on positions ``b..T-1`` (``x``: ``(B, T-b, D)``), prefix from ``kv``.
+
+    Returns ``(B, V)`` float32 logits of the last position; one locked step, as ``run_from``.
+    """
+    from transformers.cache_utils import DynamicCache
+
+    n_tok, b = rep.states.shape[1], rep.states.shape[1] - x.shape[1]
+    n = x.shape[0]
+    cache = DynamicCache(
+        ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
+    )
+    blocks = block_stack(lm)
+    with lm.lock, lm.bridge.hooks(fwd_hooks=list(fwd_hooks)):
+        for j in range(start, lm.n_layers):
+            kw = {
+                **_sliced(rep.calls[j][1], b, n_tok, n_tok),
+                "past_key_values": cache,
+                "use_cache": True,
+            }
+            out = blocks[j](x, **kw)
+            x = out[0] if isinstance(out, tuple) else out
+        return unembed(lm, final_norm(lm, x[:, -1:, :])).float()[:, 0]

@@ -47,8 +47,10 @@ from precompute.model.trace_parts import (
     mean_prob,
     noise_hook,
     plan,
+    prefix_kv,
     reference_sigma,
     restore_hook,
+    run_suffix,
     traced_positions,
 )
 from precompute.types import BaseConfig
@@ -305,6 +307,8 @@ def trace_frames(
     with intra_op_threads(n_threads):
         noised = [("hook_embed", noise_hook(setup, 0))]
         logits, cache = forward(lm, setup.ids.repeat(S, 1), fwd_hooks=noised, names=names)
+        kv = prefix_kv(lm, rep, b)  # None: the architecture replays every position
+    skip = b if kv is not None else 0
     corr_pre = [cache[f"blocks.{i}.hook_resid_pre"] for i in range(L)]  # L x (S, T, D)
     corr_post = corr_pre[1:] + [cache[f"blocks.{L - 1}.hook_resid_post"]]
     p_corrupt = float(mean_prob(logits[:, -1], setup.answer_id, S)[0])
@@ -331,15 +335,24 @@ def trace_frames(
             if kind == "hidden":
                 h = corr_post[layer].repeat(len(pos), 1, 1)  # (B, T, D)
                 h[rows, tpos] = clean["hidden"][layer, tpos]
-                out = run_from(lm, rep, h, layer + 1)
+                start, hooks = layer + 1, []
             else:
                 span = window_layers(layer, window, L)
                 h = corr_pre[span.start].repeat(len(pos), 1, 1)  # (B, T, D)
-                hooks = [
-                    (f"blocks.{i}.{KIND_HOOK[kind]}", restore_hook(clean[kind], i, rows, tpos))
-                    for i in span
-                ]
-                out = run_from(lm, rep, h, span.start, fwd_hooks=hooks)
+                start, hooks = (
+                    span.start,
+                    [
+                        (
+                            f"blocks.{i}.{KIND_HOOK[kind]}",
+                            restore_hook(clean[kind], i, rows, tpos, skip),
+                        )
+                        for i in span
+                    ],
+                )
+            if kv is None:
+                out = run_from(lm, rep, h, start, fwd_hooks=hooks)
+            else:  # positions before the subject are clean: their keys and values are in kv
+                out = run_suffix(lm, rep, kv, h[:, skip:], start, fwd_hooks=hooks)
         scores[kind][pos, layer] = mean_prob(out, setup.answer_id, S).cpu()
         cells[kind][pos, layer] = True
         yield frame(j + 1)
