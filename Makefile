@@ -6,6 +6,8 @@ STAMP := $(VENV)/.stamp-$(shell cat requirements.txt requirements-dev.txt | sha1
 RAY_STAMP := $(VENV)/.ray-$(shell cat requirements-ray.txt | sha1sum | cut -c1-12)
 export PYTHONPATH := $(CURDIR)
 export HF_HUB_DISABLE_TELEMETRY := 1
+# Test processes (one math thread each, see tests/conftest.py); files are spread over them.
+TEST_WORKERS ?= 2
 
 .PHONY: run test setup browser-deps lint bench clean
 
@@ -33,7 +35,7 @@ browser-deps:
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will skip"; }
 
 test: setup $(RAY_STAMP) browser-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

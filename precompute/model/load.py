@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import logging
 import os
@@ -267,11 +268,21 @@ def _gguf_path(spec: ModelSpec) -> Path:
 
 def _dequantised_dir(spec: ModelSpec) -> Path:
     """Dequantise a GGUF model once and cache it as float32 safetensors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     out = cache_dir() / "models" / spec.name
     if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One process dequantises; the others (parallel test workers, campaign workers) wait for it.
+    with open(out.with_name(out.name + ".lock"), "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
+            return out
+        return _dequantise(spec, out)
+
+
+def _dequantise(spec: ModelSpec, out: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     gguf = _gguf_path(spec)
     log.info("Dequantising %s to float32 (once) ...", gguf.name)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
