@@ -135,16 +135,17 @@ def plan(
     """The replay steps ``(kind, layer, positions)``: every traced cell once.
 
     In order: kinds, layers, batches of positions. ``coarse_first`` keeps the same steps (so
-    every cell comes from the same batch, and the numbers are the same) and reorders the layers:
-    every 4th block first, then the others, latest first in each pass (they run the fewest
-    blocks, so the first partial heatmap comes within a second of the corrupted run).
+    every cell comes from the same batch, and the numbers are the same) and reorders them:
+    every 4th block of every kind first, then the other blocks, latest first in each pass
+    (they run the fewest blocks, so the first partial heatmap comes within seconds).
     """
-    layers = list(range(n_layers))
+    passes = [list(range(n_layers))]
     if coarse_first:
-        late_first = layers[::-1]
-        layers = [x for x in late_first if x % 4 == 0] + [x for x in late_first if x % 4]
+        late_first = passes[0][::-1]
+        passes = [[x for x in late_first if x % 4 == 0], [x for x in late_first if x % 4]]
     return [
         (k, layer, positions[i : i + per_batch])
+        for layers in passes
         for k in kinds
         for layer in layers
         for i in range(0, len(positions), per_batch)
