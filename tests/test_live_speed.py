@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from precompute.lenses import readout
+from precompute.lenses import fused, readout
 from precompute.lenses.readout import lens_from_states, lens_logits, states_and_logits
 from precompute.model.internals import residual_states
 
@@ -45,7 +45,7 @@ def test_fused_readout_equals_plain_float64(tiny, variant, rows, group, monkeypa
     if rows is not None:
         monkeypatch.setattr(readout, "BLOCK_ROWS", rows)
     if group is not None:
-        monkeypatch.setattr(readout, "TOPK_GROUP", group)
+        monkeypatch.setattr(fused, "TOPK_GROUP", group)
     ids = tiny.tokenize(PROMPT)
     states, logits = residual_states(tiny, ids)
     r = lens_from_states(tiny, states, logits, ids[0], k=5, variant=variant)
@@ -167,3 +167,15 @@ def test_suffix_replay_equals_full_replay(tiny_models, monkeypatch):
     full = tracing.trace(lm, prompt, subject, cfg)
     for kind, grid in full.scores.items():
         torch.testing.assert_close(fast.scores[kind], grid, atol=1e-6, rtol=0)
+
+
+def test_readout_without_final_logits_reads_h_L_once(tiny):
+    """``lens_readout`` takes the model's output from its own read-out of h_L: same numbers."""
+    ids = tiny.tokenize(PROMPT)
+    states, logits = residual_states(tiny, ids)
+    fast = readout.lens_readout(tiny, ids, k=5)
+    ref = lens_from_states(tiny, states, logits, ids[0], k=5)
+    for name in ("kl", "entropy", "ce_final", "prob_final", "topk_probs"):
+        torch.testing.assert_close(getattr(fast, name), getattr(ref, name), atol=2e-5, rtol=1e-4)
+    assert torch.equal(fast.final_ids, ref.final_ids)
+    assert float(fast.kl[-1].abs().max()) < 1e-5  # h_L read out is the model's output

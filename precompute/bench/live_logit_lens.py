@@ -34,7 +34,7 @@ def run(model_name: str, args) -> dict:
     ids = lm.tokenize(PROMPT)[:, :32]  # (1, 32)
     n_tok = ids.shape[1]
     load_before = os.getloadavg()[0]
-    forward_s = median_seconds(lambda: states_and_logits(lm, ids))
+    forward_s = median_seconds(lambda: states_and_logits(lm, ids, logits=False))
     lens_s = median_seconds(lambda: lens_readout(lm, ids))
     block_params = sum(p.numel() for p in block_stack(lm).parameters())
     flops = 2 * block_params * n_tok + 2 * (lm.n_layers + 1) * n_tok * lm.d_model * lm.d_vocab

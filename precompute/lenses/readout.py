@@ -17,11 +17,11 @@ Example:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import torch
 
+from precompute.lenses.fused import buffers, group_max, topk_in_groups
 from precompute.model.internals import (
     NORM_VARIANTS,
     final_norm,
@@ -162,54 +162,11 @@ class _Unembed:
         return out
 
 
-#: Vocabulary entries per group for the top-k search (:func:`_group_max`).
-TOPK_GROUP = 64
-
-
-def _group_max(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Row max ``(..., 1)`` and the ``k`` vocabulary groups holding the top-k (one pass over z).
-
-    The top ``k`` entries of a row lie in the ``k`` groups of :data:`TOPK_GROUP` entries with
-    the largest maxima, so top-k then reads ``k * TOPK_GROUP`` entries instead of the row.
-    ``None`` when the vocabulary does not split into groups (then a plain top-k).
-    """
-    v = z.shape[-1]
-    if v % TOPK_GROUP or v // TOPK_GROUP < k:
-        return z.amax(-1, keepdim=True), None
-    gmax = z.view(*z.shape[:-1], v // TOPK_GROUP, TOPK_GROUP).amax(-1)  # (..., G)
-    return gmax.amax(-1, keepdim=True), gmax.topk(k, -1).indices
-
-
-def _topk(
-    z: torch.Tensor, k: int, groups: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k ids and values of the rows of ``z``, searched in ``groups`` when given."""
-    if groups is None:
-        top = z.topk(k, dim=-1)
-        return top.indices, top.values
-    offsets = torch.arange(TOPK_GROUP, device=z.device)
-    cand = (groups[..., None] * TOPK_GROUP + offsets).flatten(-2)  # (..., k * group)
-    top = z.gather(-1, cand).topk(k, dim=-1)
-    return cand.gather(-1, top.indices), top.values
-
-
-_LOCAL = threading.local()
-
-
-def _buffers(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two float32 buffers of ``n`` elements, kept per thread (no page faults on reuse)."""
-    have = getattr(_LOCAL, "bufs", None)
-    if have is None or have[0].numel() < n or have[0].device != device:
-        have = (torch.empty(n, device=device), torch.empty(n, device=device))
-        _LOCAL.bufs = have
-    return have[0][:n], have[1][:n]
-
-
 @torch.inference_mode()
 def lens_from_states(
     lm: LoadedModel,
     states: torch.Tensor,
-    final_logits: torch.Tensor,
+    final_logits: torch.Tensor | None,
     ids: torch.Tensor,
     k: int = 10,
     variant: str = "recompute_ln",
@@ -226,7 +183,8 @@ def lens_from_states(
     Args:
         lm: Loaded model (for its norm and unembedding).
         states: ``(S, T, D)`` residual states, pre final norm (or translated by a tuned lens).
-        final_logits: ``(T, V)`` the model's logits.
+        final_logits: ``(T, V)`` the model's logits; ``None``: the read-out of ``states[-1]``
+            (``h_L``: the model's own output), computed once for both uses.
         ids: ``(T,)`` input ids.
         k: Top-k tokens to keep.
         variant: ``recompute_ln`` or ``cached_final_scale``.
@@ -236,16 +194,24 @@ def lens_from_states(
         The read-outs.
     """
     n_states, n_pos, _ = states.shape
+    normed = final_norm(lm, states, variant, final_state=states[-1])  # (S, T, D), small
+    head = _Unembed(lm)
+    dev = states.device
+    z_last = None  # without final_logits: the lens of h_L is the model's output, computed once
+    if final_logits is None:
+        z_last = head(normed[-1], torch.empty(n_pos, head.weight.shape[0], device=dev))
+        final_logits = z_last
     logp_final = torch.log_softmax(final_logits.float(), -1)  # (T, V)
     p_final = logp_final.exp()
     h_final = (p_final * -logp_final).nan_to_num().sum(-1).double()  # (T,) entropy of p_final
     final_ids = logp_final.argmax(-1)  # (T,)
     next_ids = torch.cat([ids[1:], ids[:1]])  # (T,) last entry is a dummy, masked below
     v = final_logits.shape[-1]
-    normed = final_norm(lm, states, variant, final_state=states[-1])  # (S, T, D), small
-    head = _Unembed(lm)
-    blocks = _blocks(n_states, n_pos, v, max(v, min(BLOCK_ROWS * v, chunk_elems)))
-    dev, shape, kk = states.device, (n_states, n_pos), min(k, v)
+    n_read = n_states - (z_last is not None)  # states whose logits the blocks compute
+    blocks = _blocks(n_read, n_pos, v, max(v, min(BLOCK_ROWS * v, chunk_elems)))
+    if z_last is not None:
+        blocks.append((slice(n_read, n_states), slice(0, n_pos)))
+    shape, kk = (n_states, n_pos), min(k, v)
     out = {n: torch.empty(shape, device=dev) for n in ("kl", "ce_final", "entropy", "ce_next")}
     out["prob_final"] = torch.empty(shape, device=dev)
     out["rank_final"] = torch.empty(shape, dtype=torch.long, device=dev)
@@ -257,9 +223,12 @@ def lens_from_states(
         h = normed[ss, ts]  # (s, t, D)
         s_, t_ = h.shape[:2]
         n = s_ * t_
-        zbuf, ebuf = _buffers(n * v, dev)
-        z = head(h.reshape(n, -1), zbuf.view(n, v)).view(s_, t_, v)
-        m, groups = _group_max(z, kk)
+        zbuf, ebuf = buffers(n * v, dev)
+        if ss.start == n_read:  # h_L: its logits are the model's, computed above
+            z = zbuf.view(s_, t_, v).copy_(z_last[ts].view(s_, t_, v))
+        else:
+            z = head(h.reshape(n, -1), zbuf.view(n, v)).view(s_, t_, v)
+        m, groups = group_max(z, kk)
         z -= m  # shift by the max: exp never overflows
         e = torch.exp(z, out=ebuf.view(s_, t_, v))  # unnormalised probabilities
         norm = e.sum(-1)  # (s, t)
@@ -275,7 +244,7 @@ def lens_from_states(
         out["rank_final"][ss, ts] = 1 + above.sum(-1).long()
         z_next = z.gather(-1, next_ids[ts].expand(s_, -1)[..., None])[..., 0]
         out["ce_next"][ss, ts] = log_norm - z_next
-        top_ids, top_z = _topk(z, kk, groups)
+        top_ids, top_z = topk_in_groups(z, kk, groups)
         out["topk_ids"][ss, ts] = top_ids
         out["topk_probs"][ss, ts] = (top_z - log_norm[..., None]).exp()
 
@@ -289,8 +258,13 @@ def lens_from_states(
 
 
 @torch.inference_mode()
-def states_and_logits(lm: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def states_and_logits(
+    lm: LoadedModel, ids: torch.Tensor, logits: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``residual_states`` in one plain forward pass: ``(L+1, T, D)`` states, ``(T, V)`` logits.
+
+    ``logits=False`` runs the model without its unembedding and returns ``None`` for the logits
+    (:func:`lens_from_states` then computes them from ``h_L`` once, for both of their uses).
 
     The Hugging Face model runs with hooks on its blocks only (a block's input is ``h_i``, the
     last block's output ``h_L``), not through the bridge's cache of every hook point; the
@@ -312,20 +286,29 @@ def states_and_logits(lm: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor,
     def post(_mod, _args, out):
         states[-1] = (out[0] if isinstance(out, tuple) else out)[0]
 
-    with lm.lock, intra_op_threads(1 if ids.shape[-1] <= SHORT_PROMPT else torch.get_num_threads()):
+    model = lm.bridge.original_model
+    if not logits:  # the decoder without its unembedding
+        model = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
+    threads = 1 if ids.shape[-1] <= SHORT_PROMPT else torch.get_num_threads()
+    with lm.lock, intra_op_threads(threads):
         handles = [
             b.register_forward_pre_hook(pre(j), with_kwargs=True) for j, b in enumerate(blocks)
         ]
         handles.append(blocks[-1].register_forward_hook(post))
         try:
-            out = lm.bridge.original_model(ids, use_cache=False)
+            out = model(ids, use_cache=False)
         finally:
             for h in handles:
                 h.remove()
-    logits = out.logits if hasattr(out, "logits") else out[0]
-    if any(s is None for s in states) or logits.shape[-1] != unembed_weights(lm)[0].shape[0]:
+    if any(s is None for s in states):
         return residual_states(lm, ids)
-    return torch.stack(states).float(), logits[0].float()  # type: ignore[arg-type]
+    stacked = torch.stack(states).float()  # type: ignore[arg-type]
+    if not logits and model is not lm.bridge.original_model:
+        return stacked, None
+    z = out.logits if hasattr(out, "logits") else out[0]
+    if z.shape[-1] != unembed_weights(lm)[0].shape[0]:
+        return residual_states(lm, ids)
+    return stacked, z[0].float()
 
 
 def lens_readout(
@@ -334,7 +317,7 @@ def lens_readout(
     """Run the model on ``ids`` (shape ``(1, T)``) and read out every residual state."""
     if variant not in NORM_VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; use one of {NORM_VARIANTS}.")
-    states, logits = states_and_logits(lm, ids)  # (S, T, D), (T, V)
+    states, logits = states_and_logits(lm, ids, logits=False)  # (S, T, D), None
     return lens_from_states(lm, states, logits, ids[0], k=k, variant=variant)
 
 
