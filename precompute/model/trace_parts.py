@@ -214,7 +214,9 @@ def run_suffix(
 ) -> torch.Tensor:
     """Blocks ``start..L-1`` on positions ``b..T-1`` (``x``: ``(B, T-b, D)``), prefix from ``kv``.
 
-    Returns ``(B, V)`` float32 logits of the last position; one locked step, as ``run_from``.
+    Returns ``(B, V)`` float32 logits of the last position. With hooks one locked step, as
+    ``run_from``; without, the model's lock is held one block at a time (a hidden-state step
+    ran up to 4 s: other students' requests now wait at most one block).
     """
     from transformers.cache_utils import DynamicCache
 
@@ -224,13 +226,19 @@ def run_suffix(
         ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
     )
     blocks = block_stack(lm)
+
+    def run(j: int, x: torch.Tensor) -> torch.Tensor:
+        kw = {**_sliced(rep.calls[j][1], b, n_tok, n_tok), "past_key_values": cache}
+        out = blocks[j](x, **{**kw, "use_cache": True})
+        return out[0] if isinstance(out, tuple) else out
+
+    if not fwd_hooks:  # nothing registered: the lock is taken per block, others pass between
+        for j in range(start, lm.n_layers):
+            with lm.lock:
+                x = run(j, x)
+        with lm.lock:
+            return unembed(lm, final_norm(lm, x[:, -1:, :])).float()[:, 0]
     with lm.lock, lm.bridge.hooks(fwd_hooks=list(fwd_hooks)):
         for j in range(start, lm.n_layers):
-            kw = {
-                **_sliced(rep.calls[j][1], b, n_tok, n_tok),
-                "past_key_values": cache,
-                "use_cache": True,
-            }
-            out = blocks[j](x, **kw)
-            x = out[0] if isinstance(out, tuple) else out
+            x = run(j, x)
         return unembed(lm, final_norm(lm, x[:, -1:, :])).float()[:, 0]
