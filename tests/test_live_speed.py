@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from precompute.lenses import fused, readout
-from precompute.lenses.readout import lens_from_states, lens_logits, states_and_logits
+from precompute.lenses.readout import lens_from_states, lens_logits
 from precompute.model.internals import residual_states
+from precompute.model.replay import states_and_logits
 
 PROMPT = "The Eiffel Tower is located in the city of Paris, which is the capital of France"
 

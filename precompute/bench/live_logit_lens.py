@@ -26,9 +26,9 @@ PROMPT = "The Eiffel Tower is located in the city of Paris, which is the capital
 
 def run(model_name: str, args) -> dict:
     """Time the forward pass and the full lens read-out; report the fraction of peak."""
-    from precompute.lenses.readout import lens_readout, states_and_logits
+    from precompute.lenses.readout import lens_readout
     from precompute.model.load import load_model
-    from precompute.model.replay import block_stack
+    from precompute.model.replay import block_stack, states_and_logits
 
     lm = load_model(model_name, device=getattr(args, "device", "cpu"))
     ids = lm.tokenize(PROMPT)[:, :32]  # (1, 32)

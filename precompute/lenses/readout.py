@@ -26,13 +26,12 @@ from precompute.model.internals import (
     NORM_VARIANTS,
     final_norm,
     logit_softcap,
-    residual_states,
     unembed,
     unembed_weights,
 )
 from precompute.model.load import LoadedModel
-from precompute.model.replay import block_stack
-from precompute.model.threads import intra_op_threads, map_threads
+from precompute.model.replay import states_and_logits
+from precompute.model.threads import map_threads
 
 
 def lens_logits(
@@ -114,9 +113,6 @@ def vocab_dot(z: torch.Tensor, p: torch.Tensor, block: int = 4096) -> torch.Tens
     return out
 
 
-#: Prompts up to this many tokens run their forward pass on one thread (module
-#: ``precompute.model.threads``: their operations are too small to split on a busy machine).
-SHORT_PROMPT = 256
 #: Rows (state x position cells) per block of the read-out: a float32 matrix product of 128 rows
 #: runs at full speed on one core (46 GFLOP/s here; 32 rows: 27, reading the unembedding from
 #: memory once per block), and the block's statistics are read while it is in cache or close.
@@ -255,60 +251,6 @@ def lens_from_states(
             read(block)
     out["ce_next"][:, -1] = float("nan")
     return LensReadout(ids=ids, final_ids=final_ids, **out)
-
-
-@torch.inference_mode()
-def states_and_logits(
-    lm: LoadedModel, ids: torch.Tensor, logits: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``residual_states`` in one plain forward pass: ``(L+1, T, D)`` states, ``(T, V)`` logits.
-
-    ``logits=False`` runs the model without its unembedding and returns ``None`` for the logits
-    (:func:`lens_from_states` then computes them from ``h_L`` once, for both of their uses).
-
-    The Hugging Face model runs with hooks on its blocks only (a block's input is ``h_i``, the
-    last block's output ``h_L``), not through the bridge's cache of every hook point; the
-    numbers are the bridge's (the bridge runs the same modules). Falls back to
-    :func:`residual_states` for a model whose blocks are not all called once.
-    """
-    try:
-        blocks = block_stack(lm)
-    except ValueError:
-        return residual_states(lm, ids)
-    states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
-
-    def pre(j: int):
-        def hook(_mod, args, kwargs):
-            states[j] = (args[0] if args else kwargs["hidden_states"])[0]
-
-        return hook
-
-    def post(_mod, _args, out):
-        states[-1] = (out[0] if isinstance(out, tuple) else out)[0]
-
-    model = lm.bridge.original_model
-    if not logits:  # the decoder without its unembedding
-        model = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
-    threads = 1 if ids.shape[-1] <= SHORT_PROMPT else torch.get_num_threads()
-    with lm.lock, intra_op_threads(threads):
-        handles = [
-            b.register_forward_pre_hook(pre(j), with_kwargs=True) for j, b in enumerate(blocks)
-        ]
-        handles.append(blocks[-1].register_forward_hook(post))
-        try:
-            out = model(ids, use_cache=False)
-        finally:
-            for h in handles:
-                h.remove()
-    if any(s is None for s in states):
-        return residual_states(lm, ids)
-    stacked = torch.stack(states).float()  # type: ignore[arg-type]
-    if not logits and model is not lm.bridge.original_model:
-        return stacked, None
-    z = out.logits if hasattr(out, "logits") else out[0]
-    if z.shape[-1] != unembed_weights(lm)[0].shape[0]:
-        return residual_states(lm, ids)
-    return stacked, z[0].float()
 
 
 def lens_readout(

@@ -33,8 +33,9 @@ from typing import Any
 
 import torch
 
-from precompute.model.internals import final_norm, unembed
+from precompute.model.internals import final_norm, residual_states, unembed, unembed_weights
 from precompute.model.load import LoadedModel
+from precompute.model.threads import intra_op_threads
 
 #: Where each architecture family keeps its block list on the Hugging Face model.
 BLOCK_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.language_model.layers")
@@ -334,3 +335,61 @@ def top_token(lm: LoadedModel, ids: torch.Tensor) -> tuple[int, float]:
     logp = torch.log_softmax(run_rows(lm, ids, 1)[0, 0].float(), -1)  # (V,)
     target = int(logp.argmax())
     return target, float(logp[target].exp())
+
+
+#: Prompts up to this many tokens run their forward pass on one thread (faster on a busy CPU).
+SHORT_PROMPT = 256
+
+
+@torch.inference_mode()
+def states_and_logits(
+    lm: LoadedModel, ids: torch.Tensor, logits: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``residual_states`` in one plain forward pass: ``(L+1, T, D)`` states, ``(T, V)`` logits.
+
+    ``logits=False`` runs the model without its unembedding and returns ``None`` for the logits
+    (``lenses.readout.lens_from_states`` then computes them from ``h_L`` once, for both uses).
+
+    The Hugging Face model runs with hooks on its blocks only (a block's input is ``h_i``, the
+    last block's output ``h_L``), not through the bridge's cache of every hook point; the
+    numbers are the bridge's (the bridge runs the same modules). Falls back to
+    :func:`residual_states` for a model whose blocks are not all called once.
+    """
+    try:
+        blocks = block_stack(lm)
+    except ValueError:
+        return residual_states(lm, ids)
+    states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
+
+    def pre(j: int):
+        def hook(_mod, args, kwargs):
+            states[j] = (args[0] if args else kwargs["hidden_states"])[0]
+
+        return hook
+
+    def post(_mod, _args, out):
+        states[-1] = (out[0] if isinstance(out, tuple) else out)[0]
+
+    model = lm.bridge.original_model
+    if not logits:  # the decoder without its unembedding
+        model = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
+    threads = 1 if ids.shape[-1] <= SHORT_PROMPT else torch.get_num_threads()
+    with lm.lock, intra_op_threads(threads):
+        handles = [
+            b.register_forward_pre_hook(pre(j), with_kwargs=True) for j, b in enumerate(blocks)
+        ]
+        handles.append(blocks[-1].register_forward_hook(post))
+        try:
+            out = model(ids, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+    if any(s is None for s in states):
+        return residual_states(lm, ids)
+    stacked = torch.stack(states).float()  # type: ignore[arg-type]
+    if not logits and model is not lm.bridge.original_model:
+        return stacked, None
+    z = out.logits if hasattr(out, "logits") else out[0]
+    if z.shape[-1] != unembed_weights(lm)[0].shape[0]:
+        return residual_states(lm, ids)
+    return stacked, z[0].float()
