@@ -88,7 +88,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Merge finished jobs into the results folder."""
     from precompute.results.store import build
 
-    counts = build(args.work_dir, args.results)
+    counts = build(args.work_dir, args.results, keep_superseded=args.keep_superseded)
     sys.stdout.write(json.dumps(counts, indent=2) + "\n")
     return 0
 
@@ -219,6 +219,11 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("build", help="merge finished jobs into the results")
     common(sp, model=False)
     sp.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
+    sp.add_argument(
+        "--keep-superseded",
+        action="store_true",
+        help="keep older runs of a (model, method, dataset) beside the newest (default: replace)",
+    )
     sp.set_defaults(func=cmd_build)
 
     sp = sub.add_parser("list", help="list (model, method) pairs in the results")

@@ -124,3 +124,44 @@ def test_schema_rejects_unknown_units():
     df.loc[0] = ["m", "x", "", "d", "p", -1, 0, "resid", 1, 0.0, "", "kl", 1.0, "furlongs", 0, "r"]
     with pytest.raises(schema.SchemaError, match="unknown units"):
         schema.conform("metrics", df)
+
+
+def test_newer_run_of_same_key_replaces_the_older(tiny_models, tmp_path, wikitext_dir):
+    lm, method = tiny_models["tiny-gpt2"], get_method("logit_lens")
+    out = tmp_path / "results"
+    run_job(
+        lm,
+        method,
+        "wikitext",
+        LogitLensConfig(max_tokens=16),
+        tmp_path / "w1",
+        wikitext_dir,
+        n_items=3,
+        progress=False,
+    )
+    build(tmp_path / "w1", out)
+    run_job(
+        lm,
+        method,
+        "wikitext",
+        LogitLensConfig(max_tokens=24),
+        tmp_path / "w2",
+        wikitext_dir,
+        n_items=5,
+        progress=False,
+    )
+    kept = tmp_path / "kept"
+    import shutil
+
+    shutil.copytree(out, kept)
+    build(tmp_path / "w2", out)
+    con = duckdb.connect(str(out / "stagescope.duckdb"), read_only=True)
+    runs = con.execute("SELECT run_id, n_items FROM runs").df()
+    assert runs["n_items"].tolist() == [5]  # the 3-document run is gone, not averaged in
+    in_metrics = set(con.execute("SELECT DISTINCT run_id FROM metrics").df()["run_id"])
+    assert in_metrics == set(runs["run_id"])
+    n = con.execute("SELECT max(n) FROM metrics_agg WHERE metric='kl_to_final'").fetchone()[0]
+    assert n == 5
+    build(tmp_path / "w2", kept, keep_superseded=True)
+    con = duckdb.connect(str(kept / "stagescope.duckdb"), read_only=True)
+    assert sorted(con.execute("SELECT n_items FROM runs").df()["n_items"]) == [3, 5]

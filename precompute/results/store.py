@@ -8,6 +8,11 @@ output folder (rows of a rebuilt run replace that run's old rows), derives ``met
     OUT/stagescope.duckdb        (the same tables, for the app)
     OUT/manifest.json            (schema version, row counts)
 
+One run per (model, method, dataset): the newest finished run of a key supersedes every other run
+of that key, in the work folder and in the results already built, so a rerun at a new size or with
+fixed code replaces the old rows instead of being averaged with them (``keep_superseded=True``, or
+``build --keep-superseded``, keeps all).
+
 Everything is written to a staging folder first and swapped in by renames behind a journal file,
 so a build killed at any moment leaves either the old or the new results once :func:`recover` has
 run (every build starts with it).
@@ -60,12 +65,13 @@ ORDER BY model, method, variant, dataset, grp, metric, layer
 """
 
 
-def build(work_dir: Path, out_dir: Path) -> dict[str, int]:
+def build(work_dir: Path, out_dir: Path, keep_superseded: bool = False) -> dict[str, int]:
     """Merge finished jobs into the results folder.
 
     Args:
         work_dir: Folder holding ``runs/`` of jobs.
         out_dir: Results folder (e.g. ``data/results``).
+        keep_superseded: Keep older runs of a (model, method, dataset) beside the newest one.
 
     Returns:
         Row count per table.
@@ -74,19 +80,53 @@ def build(work_dir: Path, out_dir: Path) -> dict[str, int]:
     out_dir.mkdir(parents=True, exist_ok=True)
     with job_lock(out_dir / ".build.lock", "build", out_dir):
         recover(out_dir)
-        return _build(work_dir, out_dir)
+        return _build(work_dir, out_dir, keep_superseded)
 
 
-def _build(work_dir: Path, out_dir: Path) -> dict[str, int]:
+def _key(row) -> tuple[str, str, str]:
+    return (row["model"], row["method"], row["dataset"])
+
+
+def _newest(jobs: list[Path], metas: list[dict]) -> tuple[list[Path], list[dict]]:
+    """Keep the newest finished job of each (model, method, dataset), logging the others."""
+    best: dict[tuple[str, str, str], int] = {}
+    for i, m in enumerate(metas):
+        j = best.get(_key(m))
+        if j is None or m["finished_at"] > metas[j]["finished_at"]:
+            best[_key(m)] = i
+    keep = sorted(best.values())
+    for i, m in enumerate(metas):
+        if i not in keep:
+            log.warning("superseded in the work folder, not built: %s", m["run_id"])
+    return [jobs[i] for i in keep], [metas[i] for i in keep]
+
+
+def _superseded(out_dir: Path, metas: list[dict]) -> set[str]:
+    """Run ids already built whose (model, method, dataset) a new job replaces."""
+    runs = _read_existing(out_dir, "runs")
+    if runs is None or not len(runs):
+        return set()
+    keys = {_key(m) for m in metas}
+    new_ids = {m["run_id"] for m in metas}
+    old = runs[[(_key(r) in keys) and r["run_id"] not in new_ids for _, r in runs.iterrows()]]
+    for run_id in old["run_id"]:
+        log.warning("superseded by a newer run, dropped: %s", run_id)
+    return set(old["run_id"])
+
+
+def _build(work_dir: Path, out_dir: Path, keep_superseded: bool = False) -> dict[str, int]:
     jobs = finished_jobs(work_dir)
     metas = [json.loads((j / "job.json").read_text()) for j in jobs]
+    if not keep_superseded:
+        jobs, metas = _newest(jobs, metas)
     new_ids = {m["run_id"] for m in metas}
+    dropped = new_ids | (set() if keep_superseded else _superseded(out_dir, metas))
     tables: dict[str, pd.DataFrame] = {}
     for table in schema.TABLES:
         parts = []
         old = _read_existing(out_dir, table)
         if old is not None and len(old):
-            parts.append(old[~old["run_id"].isin(new_ids)])
+            parts.append(old[~old["run_id"].isin(dropped)])
         for job in jobs:
             frame = _job_tables(job).get(table)
             if frame is not None:
@@ -119,7 +159,7 @@ def _build(work_dir: Path, out_dir: Path) -> dict[str, int]:
     ]
     runs = pd.DataFrame(run_rows) if run_rows else schema.empty("runs")
     if runs_old is not None:
-        runs = pd.concat([runs_old[~runs_old["run_id"].isin(new_ids)], runs], ignore_index=True)
+        runs = pd.concat([runs_old[~runs_old["run_id"].isin(dropped)], runs], ignore_index=True)
     tables["runs"] = schema.conform("runs", runs)
 
     models_old = _read_existing(out_dir, "models")
