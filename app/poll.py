@@ -27,13 +27,15 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 #: Unambiguous characters (no 0/O, 1/I/L): a code is read aloud and typed on phones.
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -128,10 +130,37 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+_ENGINES: dict[str, sa.Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+_READY: weakref.WeakSet[sa.Engine] = weakref.WeakSet()  # engines whose tables exist
+
+
+def create_tables(engine: sa.Engine) -> None:
+    """Create the poll's tables if missing (once per engine; racing replicas: retry once)."""
+    if engine in _READY:
+        return
+    try:
+        metadata.create_all(engine)
+    except (IntegrityError, ProgrammingError):  # another replica created them meanwhile
+        metadata.create_all(engine)
+    _READY.add(engine)
+
+
 def engine_from_env(env: dict[str, str] | None = None) -> sa.Engine:
-    """The engine of the configured database (tables created if missing)."""
-    engine = make_engine(default_url(env))
-    metadata.create_all(engine)
+    """The engine of the configured database (tables created if missing).
+
+    One engine (one connection pool) per URL and process: a page run, a fragment's refresh and
+    a student's answer reuse its connections instead of connecting anew to a hosted database.
+    """
+    url = default_url(env)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = make_engine(url)
+            create_tables(engine)
+            _ENGINES[url] = engine
     return engine
 
 
@@ -150,7 +179,7 @@ class Poll:
         self.engine = engine
         self.clock = clock
         self.hours = hours
-        metadata.create_all(engine)
+        create_tables(engine)
 
     def open_class(self, lesson: str = "") -> ClassSession:
         """Open a class with a fresh code; the returned teacher token is shown nowhere else."""

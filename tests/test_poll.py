@@ -1,8 +1,20 @@
-"""The class poll on a real SQLite file (WAL): concurrent students, access rules, expiry."""
+"""The class poll on real databases: concurrent students, access rules, expiry.
+
+Every test that takes ``db`` runs twice: on a SQLite file in WAL mode (the default) and on a real
+PostgreSQL server (the hosted case), each test in a fresh database. The server is a throwaway one
+started from the binaries bundled in the ``pgserver`` wheel (requirements-dev.txt; run as root it
+runs PostgreSQL as a ``pgserver`` system user, which it creates), reached through ``psycopg``; or
+any server given as ``STAGESCOPE_TEST_PG_URL`` (a SQLAlchemy URL of a role that may create
+databases). The PostgreSQL cases skip, saying why, only when no server can be started.
+"""
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
+import shutil
+import tempfile
 import threading
 from collections import Counter
 
@@ -22,12 +34,52 @@ class Clock:
         return self.t
 
 
-@pytest.fixture
-def db(tmp_path):
-    return poll.engine_from_env({"STAGESCOPE_POLL_DB": str(tmp_path / "poll.sqlite")})
+@pytest.fixture(scope="session")
+def pg_server():
+    """The SQLAlchemy URL of a PostgreSQL server for this session (started here if need be)."""
+    given = os.environ.get("STAGESCOPE_TEST_PG_URL", "").strip()
+    if given:
+        yield given
+        return
+    pytest.importorskip("psycopg", reason="psycopg is not installed (requirements-dev.txt)")
+    pgserver = pytest.importorskip("pgserver", reason="pgserver is not installed")
+    pgdata = tempfile.mkdtemp(prefix="stagescope-pg-")
+    try:
+        server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    except Exception as err:  # a missing binary, no user to run it as, a closed socket dir
+        shutil.rmtree(pgdata, ignore_errors=True)
+        pytest.skip(f"a PostgreSQL server could not be started with pgserver: {err!r}")
+    try:
+        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        server.cleanup()
 
 
-def test_sqlite_runs_in_wal_mode(db, tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """A fresh poll database, built by the app's own ``engine_from_env``."""
+    if request.param == "sqlite":
+        yield poll.engine_from_env({"STAGESCOPE_POLL_DB": str(tmp_path / "poll.sqlite")})
+        return
+    server = sa.make_url(request.getfixturevalue("pg_server"))
+    name = f"poll_test_{secrets.token_hex(6)}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as con:
+        con.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    engine = poll.engine_from_env({"STAGESCOPE_POLL_URL": url})
+    assert engine.dialect.name == "postgresql"
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as con:
+            con.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    db = poll.engine_from_env({"STAGESCOPE_POLL_DB": str(tmp_path / "poll.sqlite")})
     with db.connect() as con:
         assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     assert (tmp_path / "poll.sqlite").exists()
@@ -94,6 +146,49 @@ def test_no_cross_class_reads(db):
     p.submit(b.code, student, "q", 5.0)  # the same student in another class: separate answer
     assert p.answers(a.code, a.teacher_token, "q") == [3.0]
     assert p.answers(b.code, b.teacher_token, "q") == [5.0]
+
+
+def test_tabs_of_one_student_race_to_one_answer(db):
+    """Ten tabs of one student send at once: the unique key keeps one answer, one of those sent."""
+    p = poll.Poll(db)
+    cls = p.open_class()
+    token = poll.new_token()
+    sent = [i / 10 for i in range(10)]
+    start = threading.Barrier(len(sent))
+    errors: list[BaseException] = []
+
+    def tab(value: float) -> None:
+        try:
+            start.wait()
+            p.submit(cls.code, token, "q", value)
+        except BaseException as err:  # collected and re-raised in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=tab, args=(v,)) for v in sent]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    got = p.answers(cls.code, cls.teacher_token, "q")
+    assert len(got) == 1 and got[0] in sent
+    assert p.my_answer(cls.code, token, "q") == got[0]
+    row = dict(code=cls.code, question="q", student_hash=poll._hash(token))
+    with pytest.raises(sa.exc.IntegrityError), db.begin() as con:  # the database refuses a 2nd
+        con.execute(poll.answers_t.insert().values(**row, value=9.0, updated_at=0.0))
+
+
+def test_long_or_odd_codes_are_just_unknown(db):
+    """A code longer than the column (PostgreSQL checks lengths, SQLite does not) is no class."""
+    p = poll.Poll(db)
+    cls = p.open_class()
+    for typed in ("ABCDEFGHJKMN", "ab-cd ef", "é" * 12, ""):
+        assert not p.is_open(typed)
+        with pytest.raises(poll.PollError, match="No class"):
+            p.submit(typed, poll.new_token(), "q", 1.0)
+    with pytest.raises(poll.PollError):
+        p.submit(cls.code, poll.new_token(), "q" * (poll.MAX_QUESTION_LEN + 1), 1.0)
+    assert p.is_open(f" {cls.code[:3].lower()}-{cls.code[3:]} ")
 
 
 def test_codes_expire(db):
