@@ -1,20 +1,13 @@
 """The class poll on real databases: concurrent students, access rules, expiry.
 
-Every test that takes ``db`` runs twice: on a SQLite file in WAL mode (the default) and on a real
-PostgreSQL server (the hosted case), each test in a fresh database. The server is a throwaway one
-started from the binaries bundled in the ``pgserver`` wheel (requirements-dev.txt; run as root it
-runs PostgreSQL as a ``pgserver`` system user, which it creates), reached through ``psycopg``; or
-any server given as ``STAGESCOPE_TEST_PG_URL`` (a SQLAlchemy URL of a role that may create
-databases). The PostgreSQL cases skip, saying why, only when no server can be started.
+Every test that takes ``db`` runs twice, each time in a fresh database: on a SQLite file in WAL
+mode (the default) and on a real PostgreSQL server (the hosted case; see
+``tests/poll_db_support.py`` for where the server comes from and when its cases skip).
 """
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
-import shutil
-import tempfile
 import threading
 from collections import Counter
 
@@ -22,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import poll
+from tests.poll_db_support import BACKENDS, poll_database, postgres_server
 
 
 class Clock:
@@ -36,46 +30,21 @@ class Clock:
 
 @pytest.fixture(scope="session")
 def pg_server():
-    """The SQLAlchemy URL of a PostgreSQL server for this session (started here if need be)."""
-    given = os.environ.get("STAGESCOPE_TEST_PG_URL", "").strip()
-    if given:
-        yield given
-        return
-    pytest.importorskip("psycopg", reason="psycopg is not installed (requirements-dev.txt)")
-    pgserver = pytest.importorskip("pgserver", reason="pgserver is not installed")
-    pgdata = tempfile.mkdtemp(prefix="stagescope-pg-")
-    try:
-        server = pgserver.get_server(pgdata, cleanup_mode="delete")
-    except Exception as err:  # a missing binary, no user to run it as, a closed socket dir
-        shutil.rmtree(pgdata, ignore_errors=True)
-        pytest.skip(f"a PostgreSQL server could not be started with pgserver: {err!r}")
-    try:
-        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-    finally:
-        server.cleanup()
+    """The URL of this session's PostgreSQL server (skips, saying why, if none can start)."""
+    with postgres_server() as url:
+        yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def db(request, tmp_path):
-    """A fresh poll database, built by the app's own ``engine_from_env``."""
-    if request.param == "sqlite":
-        yield poll.engine_from_env({"STAGESCOPE_POLL_DB": str(tmp_path / "poll.sqlite")})
-        return
-    server = sa.make_url(request.getfixturevalue("pg_server"))
-    name = f"poll_test_{secrets.token_hex(6)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as con:
-        con.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    engine = poll.engine_from_env({"STAGESCOPE_POLL_URL": url})
-    assert engine.dialect.name == "postgresql"
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as con:
-            con.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
+    """A fresh poll database on each backend, opened by the app's own ``engine_from_env``."""
+    with poll_database(request.param, tmp_path, request) as url:
+        engine = poll.engine_from_env({"STAGESCOPE_POLL_URL": url})
+        assert engine.dialect.name == request.param
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):
@@ -228,13 +197,14 @@ def test_qr_code_is_a_png():
     assert png is not None and png.startswith(b"\x89PNG")
 
 
-def test_classroom_page_teacher_and_student(monkeypatch, tmp_path):
+def test_classroom_page_teacher_and_student(monkeypatch, db):
     """The page's teacher view shows the class's guesses; a student joins by the QR link."""
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("STAGESCOPE_POLL_DB", str(tmp_path / "poll.sqlite"))
+    monkeypatch.setenv("STAGESCOPE_POLL_URL", db.url.render_as_string(hide_password=False))
+    assert poll.engine_from_env() is db  # the page's poll is this database
     router = str(Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
     teacher = AppTest.from_file(router, default_timeout=120).run()
     teacher.switch_page("../pages/60_classroom.py").run()

@@ -1,11 +1,11 @@
 """The teacher's live histogram in a real browser: it redraws on its own as answers arrive.
 
-The app runs under ``streamlit run`` with its poll in a temporary SQLite file. In headless
-chromium the teacher opens the Classroom page and opens a class; the test then writes students'
-answers through the app's own ``Poll.submit`` into the same database and, without touching the
-page again, reads what the chart draws (each bar's count from Vega's ARIA label, and its height in
-pixels) until it equals the histogram of what was sent. A failure saves a screenshot under the
-test's tmp folder.
+The app runs under ``streamlit run`` with its poll in a fresh database: a SQLite file, then one
+on a real PostgreSQL server (``tests/poll_db_support.py``). In headless chromium the teacher opens
+the Classroom page and opens a class; the test then writes students' answers through the app's
+own ``Poll.submit`` into the same database and, without touching the page again, reads what the
+chart draws (each bar's count from Vega's ARIA label, and its height in pixels) until it equals
+the histogram of what was sent. A failure saves a screenshot under the test's tmp folder.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from app import poll
 from app.predict import QUESTIONS
 from tests.browser_support import chromium_page, skip_without_browser, streamlit_app
+from tests.poll_db_support import BACKENDS, poll_database, postgres_server
 
 pytestmark = pytest.mark.browser
 KEY = "delete_hurts"  # a question answered on a 0..1 scale (relative depth)
@@ -37,15 +38,23 @@ BARS = """
 
 
 @pytest.fixture(scope="module")
-def db_path(tmp_path_factory):
-    return tmp_path_factory.mktemp("poll") / "poll.sqlite"
+def pg_server():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def db_url(request, tmp_path_factory):
+    """The poll database the app and the test share: SQLite, then PostgreSQL."""
+    skip_without_browser()
+    with poll_database(request.param, tmp_path_factory.mktemp("poll"), request) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def server(db_path):
-    skip_without_browser()
+def server(db_url):
     with streamlit_app(
-        {"STAGESCOPE_LIVE_MODELS": "tiny-gpt2", "STAGESCOPE_POLL_DB": str(db_path)}
+        {"STAGESCOPE_LIVE_MODELS": "tiny-gpt2", "STAGESCOPE_POLL_URL": db_url}
     ) as url:
         yield url
 
@@ -74,7 +83,7 @@ def _wait_for_bars(pg, values: list[float]) -> list[dict]:
     raise AssertionError(f"after {REDRAW_S} s the chart draws {seen}, not {want}")
 
 
-def test_teacher_histogram_refreshes_by_itself(server, page, db_path, tmp_path):
+def test_teacher_histogram_refreshes_by_itself(server, page, db_url, tmp_path):
     try:
         page.goto(server + "/classroom")
         page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=120_000)
@@ -86,7 +95,8 @@ def test_teacher_histogram_refreshes_by_itself(server, page, db_path, tmp_path):
         assert page.locator(".vega-embed").count() == 0
 
         # From here on the test never touches the page: only the database changes.
-        p = poll.Poll(poll.engine_from_env({"STAGESCOPE_POLL_DB": str(db_path)}))
+        engine = poll.engine_from_env({"STAGESCOPE_POLL_URL": db_url})
+        p = poll.Poll(engine)
         students = [poll.new_token() for _ in range(7)]
         first = [0.12, 0.55, 0.58, 0.91]
         for token, v in zip(students, first):
@@ -111,3 +121,4 @@ def test_teacher_histogram_refreshes_by_itself(server, page, db_path, tmp_path):
     assert unit > 10  # a student is a visible step of the bar
     for b in bars:
         assert b["height"] == pytest.approx(b["count"] * unit, abs=1.0), bars
+    engine.dispose()
