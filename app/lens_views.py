@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, glossary, live, url_state
+from app import charts, data, glossary, live, notebooks, url_state
+from app.charts.heat import position_labels
 
 #: metric: (label, unit, what the curve means). What the data show is computed on the page
 #: (``app.claims_views.lens_finding``), never written here.
@@ -124,6 +125,42 @@ def heatmap_frame(model: str, prompt_id: str, value: str) -> pd.DataFrame:
     )
     df[value] = df["val"] if value != "top1_prob" else df["top1_prob"]
     return df.drop(columns=["val"])
+
+
+def heatmap_chart(df: pd.DataFrame, value: str):
+    """The example heatmap with a fixed colour scale per metric, so prompts compare."""
+    title, domain = HEAT[value]
+    return charts.token_heatmap(
+        df,
+        value,
+        title,
+        domain,
+        reverse=value != "top1_prob",
+        title="The lens's top-1 token at every layer and position",
+    )
+
+
+def heatmap_notebook(df: pd.DataFrame, value: str, name: str) -> None:
+    """The example heatmap's "open in a notebook": cells labelled as the chart labels them."""
+    title, domain = HEAT[value]
+    labels, _ = position_labels(df)
+    spec = notebooks.ChartSpec(
+        title,
+        "The lens's top-1 token at every layer and position",
+        kind="heatmap",
+        x="pos_label",
+        y="layer",
+        color=value,
+        x_title="position: input token",
+        axis_title="residual state (0 = embeddings)",
+        x_sort="position",
+        y_sort="descending",
+        domain=domain,
+        reverse=value != "top1_prob",
+        text="top1_token",
+    )
+    rows = df.assign(pos_label=labels, top1_token=df["token"].map(charts.show_token))
+    notebooks.button(rows, name, "logit_lens", spec, table="lens_topk", key="nb-heatmap")
 
 
 def live_lens_frame(model_name: str, prompt: str, max_tokens: int) -> pd.DataFrame:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from app import claims_views, data, live
+from app import claims_views, data, live, notebooks
+from app.notebooks import ChartSpec
 from precompute.stats.segmentation import segment_models
 
 
@@ -236,6 +237,77 @@ def neuron_scatter_frame(model: str, layer: int, limit: int = 5000) -> pd.DataFr
         df["is_prediction"], "prediction", np.where(df["is_suppression"], "suppression", "other")
     )
     return df
+
+
+# ------------------------------------------------------------------------------ notebooks
+
+#: The sharpening page's charts as notebooks: chart -> (method, table, what the page draws).
+SHARPENING_NOTEBOOKS = {
+    "neurons": (
+        "neurons",
+        "metrics_agg",
+        ChartSpec("neurons of the layer (percent)", "Neurons, by depth", dash="signature"),
+    ),
+    "scatter": (
+        "neurons",
+        "neurons",
+        ChartSpec(
+            "kurtosis (non-excess; Gaussian = 3), log scale",
+            "Every neuron of one layer (dashed: kurtosis 10)",
+            kind="points",
+            x="vocab_skew",
+            y="vocab_kurt",
+            color="class",
+            x_title="skew of cosines over the vocabulary",
+            color_title="neuron class",
+            y_scale="log",
+            rules=(("y", 10.0),),
+            palette=(("prediction", "#0072B2"), ("suppression", "#D55E00"), ("other", "#BBBBBB")),
+        ),
+    ),
+    "mlp_norm": (
+        "component_norms",
+        "metrics_agg",
+        ChartSpec(
+            "mean ‖MLP output‖ (positions ≥ 1), ÷ each model's maximum",
+            "Size of the MLP's write, by depth",
+            normalise=True,
+        ),
+    ),
+    "entropy": (
+        "lens_entropy",
+        "metrics_agg",
+        ChartSpec(
+            "logit-lens entropy (bits)",
+            "Logit-lens entropy, by depth",
+            dash="variant",
+            order=("recompute_ln", "cached_final_scale"),
+        ),
+    ),
+}
+
+
+def offer(df: pd.DataFrame, name: str, chart: str, key: str | None = None) -> None:
+    """A sharpening chart's downloads: its rows as CSV and as a notebook drawing it."""
+    method, table, spec = SHARPENING_NOTEBOOKS[chart]
+    notebooks.downloads(df, name, method, spec, table, key)
+
+
+def stage_notebook(mat: pd.DataFrame, bounds: pd.DataFrame, model: str) -> None:
+    """The "open in a notebook" of one model's stage chart (boundaries as dashed rules)."""
+    b = bounds[bounds["model"] == model] if not bounds.empty else bounds
+    spec = ChartSpec(
+        "normalised signature (0 = model's min, 1 = max)",
+        f"Stage signatures of {model}",
+        y="value",
+        color="signature",
+        band=False,
+        stages=False,
+        domain=(0.0, 1.0),
+        rules=tuple(("x", float(v)) for v in b.get("rel_depth", [])),
+    )
+    methods = sorted({s.method for s in SIGNATURES})
+    notebooks.button(mat[mat["model"] == model], f"stage_map_{model}", methods, spec)
 
 
 # ------------------------------------------------------------------------------ live

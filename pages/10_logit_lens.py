@@ -3,7 +3,6 @@
 When does the model know the answer? Read each layer's residual stream as a prediction.
 """
 
-import pandas as pd
 import streamlit as st
 
 from app import charts, data, live, notebooks, predict, ui
@@ -17,7 +16,9 @@ from app.lens_views import (
     PROVENANCE,
     curve_frame,
     example_prompts,
+    heatmap_chart,
     heatmap_frame,
+    heatmap_notebook,
     inspect_cell,
     live_lens_frame,
 )
@@ -87,20 +88,8 @@ def example_heatmap() -> None:
         "top, and how long before the last layer?"
     )
     ui.download(df, f"logit_lens_{model}_{pid}", key="dl-heatmap")
+    heatmap_notebook(df, value, f"logit_lens_{model}_{pid}")
     inspect_cell(df, model, pid)
-
-
-def heatmap_chart(df: pd.DataFrame, value: str):
-    """The heatmap with a fixed colour scale per metric, so prompts compare."""
-    title, domain = HEAT[value]
-    return charts.token_heatmap(
-        df,
-        value,
-        title,
-        domain,
-        reverse=value != "top1_prob",
-        title="The lens's top-1 token at every layer and position",
-    )
 
 
 def live_panel() -> None:

@@ -5,7 +5,7 @@ Detokenization: attention locality, the attention/MLP norm ratio and input repet
 
 import streamlit as st
 
-from app import charts, live, ui
+from app import charts, live, notebooks, ui
 from app import live_panel as panel
 from app.claims_views import lens_finding, locality_finding, ratio_finding
 from app.stages_views import (
@@ -31,6 +31,7 @@ def section(key: str, y_title: str, notice: str, method: str, name: str, finding
     st.markdown(f"**What to look for.** {notice}")
     ui.findings(finding(df))
     ui.download(df, name)
+    notebooks.button(df, name, method, y_title)
 
 
 def precomputed() -> None:

@@ -15,6 +15,7 @@ from app.stages_views import (
     curves,
     models_with,
     neuron_scatter_frame,
+    offer,
 )
 
 #: Lens variants in line-style order: solid first, dashed second.
@@ -44,7 +45,7 @@ def neurons_section(picked: list[str]) -> None:
     )
     pred, supp = (curve(k) for k in ("pct_pred", "pct_supp"))
     ui.findings(neuron_finding(pred[pred["model"].isin(picked)], supp[supp["model"].isin(picked)]))
-    ui.download(df, "neurons_per_layer")
+    offer(df, "neurons_per_layer", "neurons")
     with st.expander("One layer, every neuron: skew against kurtosis"):
         models = data.models_for("neurons")
         c1, c2 = st.columns(2)
@@ -60,7 +61,7 @@ def neurons_section(picked: list[str]) -> None:
                 charts.neuron_scatter(sc, title=f"Every neuron of layer {int(layer)}"),
                 width="stretch",
             )
-            ui.download(sc, f"neurons_{model}_{layer}", key="dl-nrn")
+            offer(sc, f"neurons_{model}_{layer}", "scatter", key="dl-nrn")
     ui.provenance("neurons", picked, NEURON_NOTE)
 
 
@@ -88,7 +89,7 @@ def mlp_section(picked: list[str]) -> None:
         "end and peaking in the final blocks: the last MLPs write large corrections."
     )
     ui.findings(peak_finding(df, "the MLP output norm"))
-    ui.download(df, "mlp_out_norm")
+    offer(df, "mlp_out_norm", "mlp_norm")
 
 
 def entropy_section(picked: list[str]) -> None:
@@ -111,7 +112,7 @@ def entropy_section(picked: list[str]) -> None:
     ui.sample_caption(df, "paragraphs")
     st.markdown(ENTROPY_LESSON)
     ui.findings(entropy_instruments_finding(df))
-    ui.download(df, "lens_entropy")
+    offer(df, "lens_entropy", "entropy")
     ui.provenance("lens_entropy", picked, ENTROPY_PROVENANCE)
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import charts, ui
 from app.claims_views import boundary_finding
-from app.stages_views import BY_KEY, STAGE_KEYS, signature_sizes, stage_map
+from app.stages_views import BY_KEY, STAGE_KEYS, signature_sizes, stage_map, stage_notebook
 
 METHOD_NOTE = (
     "**How the boundaries are estimated.** (1) Each signature is min-max normalised to [0, 1] "
@@ -71,6 +71,7 @@ def main() -> None:
     models = sorted(mat["model"].unique())
     for model in models:
         st.altair_chart(charts.stage_chart(mat, bounds, model), width="stretch")
+        stage_notebook(mat, bounds, model)
     if not bounds.empty:
         st.markdown("**Estimated boundaries (relative depth) against the paper's bands**")
         table = bounds.pivot_table(index="model", columns="boundary", values="rel_depth")
