@@ -120,21 +120,55 @@ def datasets(method: str) -> list[str]:
 
 
 def id_curves(estimator: str, pooling: str, dataset: str, scale: str = "1/1") -> pd.DataFrame:
-    """ID by relative depth per model, with the number of distinct points behind each value."""
+    """ID by relative depth per model, its 95 % interval, and the distinct points behind it.
+
+    Estimates on all points (``1/1``) take their interval from the stored half-sampling rows
+    (``id_ci_lo``/``id_ci_hi``, METHODS.md E1); ``n`` is then the number of points and
+    ``n_resamples`` the half-samples. Subset rows (``1/2``, ``1/4``) keep the interval over
+    subsets (``n`` = subsets). Results stored before the intervals existed have a zero-width band.
+    """
     grp = f"{estimator}|{pooling}"
     df = data.query(
-        """SELECT a.model, a.variant, a.layer, a.rel_depth, a.mean, a.ci_lo, a.ci_hi, a.n,
-                  p.mean AS n_points
-           FROM metrics_agg a LEFT JOIN metrics_agg p
-             ON p.model = a.model AND p.method = a.method AND p.dataset = a.dataset
-            AND p.variant = a.variant AND p.grp = a.grp AND p.layer = a.layer
-            AND p.metric = 'n_points'
+        """WITH r AS (SELECT model, variant, grp, layer, metric, mean FROM metrics_agg
+                      WHERE method = ? AND dataset = ? AND grp = ?)
+           SELECT a.model, a.variant, a.layer, a.rel_depth, a.mean,
+                  coalesce(lo.mean, a.ci_lo) AS ci_lo, coalesce(hi.mean, a.ci_hi) AS ci_hi,
+                  CASE WHEN lo.mean IS NULL THEN a.n ELSE CAST(round(p.mean) AS BIGINT) END AS n,
+                  p.mean AS n_points, b.mean AS n_resamples
+           FROM metrics_agg a
+           LEFT JOIN r p ON p.model = a.model AND p.variant = a.variant AND p.layer = a.layer
+                        AND p.metric = 'n_points'
+           LEFT JOIN r lo ON lo.model = a.model AND lo.variant = a.variant
+                         AND lo.layer = a.layer AND lo.metric = 'id_ci_lo'
+           LEFT JOIN r hi ON hi.model = a.model AND hi.variant = a.variant
+                         AND hi.layer = a.layer AND hi.metric = 'id_ci_hi'
+           LEFT JOIN r b ON b.model = a.model AND b.variant = a.variant AND b.layer = a.layer
+                        AND b.metric = 'n_resamples'
            WHERE a.method = ? AND a.metric = 'intrinsic_dim' AND a.grp = ? AND a.dataset = ?
              AND (? = '' OR a.variant = ?)
            ORDER BY a.model, a.variant, a.layer""",
-        [ID_METHOD, grp, dataset, scale, scale],
+        [ID_METHOD, dataset, grp, ID_METHOD, grp, dataset, scale, scale],
     )
     return df
+
+
+def id_interval_note(df: pd.DataFrame) -> str:
+    """What the band is, with the points and half-samples behind it (from ``id_curves`` rows)."""
+    if df.empty or df["n_resamples"].isna().all():
+        return (
+            "These results were stored without intervals (computed before half-sampling was "
+            "added): the curve has no band."
+        )
+    b = int(df["n_resamples"].max())
+    lo, hi = int(df["n_points"].min()), int(df["n_points"].max())
+    pts = f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+    return (
+        f"**Band: 95 % interval** from {b:,} random halves of the points (drawn without "
+        "replacement -- copies of a point would sit at distance 0 and break TwoNN; the "
+        "delete-d jackknife of Shao & Wu 1989). "
+        f"**n = {pts} distinct points per estimate.** PCA-90 has no band (one eigendecomposition "
+        "per half-sample would cost too much)."
+    )
 
 
 def id_points_summary(df: pd.DataFrame) -> pd.DataFrame:

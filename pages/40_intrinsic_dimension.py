@@ -16,6 +16,7 @@ from app.representation_views import (
     SCALES,
     datasets,
     id_curves,
+    id_interval_note,
     id_points_summary,
 )
 
@@ -52,6 +53,7 @@ def curves() -> None:
         st.info("No estimates for this choice (every state was skipped: too few distinct points).")
         return
     predict.show("id_dims", charts.depth_lines(df, "intrinsic dimension (dimensions)"), df)
+    st.markdown(id_interval_note(df))
     st.markdown("**Number of distinct points behind each estimate** (the estimate depends on it):")
     st.dataframe(id_points_summary(df), hide_index=True)
     st.markdown(ID_NOTE)

@@ -27,6 +27,10 @@ Rows (``metrics`` table), one per (pooling, estimator, decimation, subset, state
   disjoint subsets and each subset gets its own row (``prompt_id = subset-j``), so ``metrics_agg``
   gives the mean and interval over subsets. ``1/1`` is the estimate on every point; the TwoNN
   estimators are also run at ``1/2`` and ``1/4`` (DADApy's decimation scan: ID depends on scale).
+* ``metric = id_ci_lo`` / ``id_ci_hi`` (``dim``), beside each ``1/1`` estimate: its 95 % interval
+  from ``n_boot`` half-samples (:mod:`precompute.stats.id_resample`); ``id_std`` (``dim``) the
+  standard error, ``n_resamples`` (``count``) the subsamples behind them. ``metrics_agg`` holds each
+  as an ``n = 1`` row (its own interval over subsets is empty); the page draws these as the band.
 
 An estimate that cannot be made (too few distinct points, constant representations) is skipped
 with a logged reason; no row ever holds a NaN.
@@ -35,8 +39,8 @@ Example:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> x = rng.uniform(size=(2000, 3)) @ np.linalg.qr(rng.normal(size=(10, 10)))[0][:3]
-    >>> round(twonn(x), 1)
-    3.0
+    >>> round(twonn(x))  # 2.93: a cube's faces pull TwoNN a little low
+    3
 """
 
 from __future__ import annotations
@@ -52,7 +56,17 @@ from scipy.spatial.distance import cdist
 from precompute.methods import Method
 from precompute.model.load import LoadedModel
 from precompute.model.pooled import PooledStates, pooled_states
-from precompute.types import BaseConfig, Item, RunContext
+from precompute.stats.id_resample import (
+    RESAMPLED,
+    RULE,
+    halfsample_interval,
+    halfsample_members,
+    levina_bickel_fit,
+    resampled_estimates,
+    twonn_fit,
+    twonn_ml_fit,
+)
+from precompute.types import BaseConfig, Item, RunContext, option
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +81,20 @@ class IntrinsicDimensionConfig(BaseConfig):
 
     ``discard_fraction`` = 0.1: SKDIM ``TwoNN`` and DADApy default (Valeriani et al. use 0.02).
     ``mle_k`` = 5: SKDIM ``MLE(K=5)``. ``pca_threshold`` = 0.9: E1 "global PCA at 90 %".
-    ``decimations`` = "1,2,4": ours (a small DADApy-style decimation scan). ``n_items`` = 200 and
-    ``max_tokens`` = 128: ours (CPU budget; E1 suggests 2,000-5,000 stimuli). ``min_points`` = 10:
-    ours -- an estimate on fewer distinct points is skipped (logged), not stored.
+    ``decimations`` = "1,2,4": ours (a small DADApy-style decimation scan). ``n_items`` = 1000
+    (issue 10's floor; E1 suggests 2,000-5,000 stimuli) and ``max_tokens`` = 128: ours.
+    ``min_points`` = 10: ours -- an estimate on fewer distinct points is skipped (logged).
+    ``interval`` = "halfsample", ``n_boot`` = 1000, ``boot_fraction`` = 0.5: the 95 % interval of
+    every estimate on all points comes from ``n_boot`` random subsets of half the distinct points,
+    drawn without replacement (delete-d jackknife, Shao & Wu 1989; the with-replacement bootstrap
+    would put copies of a point at distance 0; :mod:`precompute.stats.id_resample`). B = 1000:
+    Efron & Tibshirani (1993, ch. 19) ask for about 1,000 resamples for percentile intervals.
+    ``boot_estimators``: all but PCA-90 (a full eigendecomposition per subsample; ours, cost).
     """
 
     RENAMED: ClassVar[dict[str, str]] = {"n_docs": "n_items"}
 
-    n_items: int = 200
+    n_items: int = 1000
     max_tokens: int = 128
     poolings: str = "mean,last"
     discard_fraction: float = 0.1
@@ -82,6 +102,10 @@ class IntrinsicDimensionConfig(BaseConfig):
     pca_threshold: float = 0.9
     decimations: str = "1,2,4"
     min_points: int = 10
+    interval: str = option(RULE, choices=(RULE,))
+    n_boot: int = option(1000, lo=0)
+    boot_fraction: float = option(0.5, lo=0.05, hi=0.95)
+    boot_estimators: str = ",".join(RESAMPLED)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,31 +194,25 @@ def twonn(x: np.ndarray, discard_fraction: float = 0.1) -> float:
     Returns:
         The slope of ``-log(1 - i/N)`` against ``log mu_(i)``, ``i = 1..k``, through the origin.
     """
-    mu = np.sort(_mu(x))
-    n = len(mu)
-    k = _n_keep(n, discard_fraction)
-    lx = np.log(mu[:k])  # (k,)
-    ly = -np.log(1.0 - np.arange(1, k + 1) / n)  # (k,)
-    denom = float(lx @ lx)
-    if denom <= 0:
+    mu = _mu(x)
+    _n_keep(len(mu), discard_fraction)  # enough ratios left, a valid fraction
+    val = float(twonn_fit(mu[None], discard_fraction)[0])
+    if not np.isfinite(val):
         raise ValueError("All TwoNN ratios equal 1 (every point equidistant): no dimension.")
-    return float(lx @ ly) / denom
+    return val
 
 
 def twonn_ml(x: np.ndarray, discard_fraction: float = 0.1) -> float:
     """Maximum-likelihood TwoNN with the discarded ratios censored (``skdim`` ``method="mle"``)."""
-    mu = np.sort(_mu(x))
-    n = len(mu)
+    mu = _mu(x)
     if not 0.0 <= discard_fraction < 1.0:
         raise ValueError(f"discard_fraction must be in [0, 1); got {discard_fraction}.")
-    k = int(n * (1.0 - discard_fraction))
-    if k < 2:
-        raise ValueError(f"Only {k} TwoNN ratio(s) left; need at least 2 distinct points more.")
-    lm = np.log(mu[:k])
-    denom = float(lm.sum() + (n - k) * lm[-1])
-    if denom <= 0:
+    if int(len(mu) * (1.0 - discard_fraction)) < 2:
+        raise ValueError("Fewer than 2 TwoNN ratios left; need at least 2 distinct points more.")
+    val = float(twonn_ml_fit(mu[None], discard_fraction)[0])
+    if not np.isfinite(val):
         raise ValueError("All TwoNN ratios equal 1 (every point equidistant): no dimension.")
-    return (k - 1) / denom
+    return val
 
 
 def levina_bickel(x: np.ndarray, k: int = 5) -> float:
@@ -209,11 +227,10 @@ def levina_bickel(x: np.ndarray, k: int = 5) -> float:
     t = nn_distances(x, k)  # (N, k)
     if (t[:, 0] == 0).any():
         raise ValueError("Duplicate points (zero neighbour distance): remove them (unique_points).")
-    inv = np.log(t[:, -1:] / t[:, :-1]).sum(1) / (k - 1)  # (N,) inverse local dimensions
-    m = float(inv.mean())
-    if m <= 0:
+    val = float(levina_bickel_fit(t[None])[0])
+    if not np.isfinite(val):
         raise ValueError("All neighbour distances are equal: the MLE is undefined.")
-    return 1.0 / m
+    return val
 
 
 def pca_spectrum(x: np.ndarray) -> np.ndarray:
@@ -271,15 +288,45 @@ def _ints(spec: str) -> list[int]:
     return vals
 
 
+def _resampled(pts: np.ndarray, cfg: IntrinsicDimensionConfig, seed: int, layer: int) -> dict:
+    """Subsample estimates ``{estimator: (B,)}`` of one state's distinct points (may be empty)."""
+    wanted = tuple(e.strip() for e in cfg.boot_estimators.split(",") if e.strip())
+    m = int(len(pts) * cfg.boot_fraction)
+    if not wanted or cfg.n_boot < 2 or m < cfg.min_points or m >= len(pts):
+        return {}
+    rng = np.random.default_rng([seed, layer, 1])  # own stream: decimations unchanged
+    members = halfsample_members(len(pts), cfg.n_boot, cfg.boot_fraction, rng)
+    return resampled_estimates(pts, wanted, members, cfg.discard_fraction, cfg.mle_k)
+
+
+def interval_records(base: dict, val: float, reps: np.ndarray, n: int, m: int) -> list[dict]:
+    """The ``id_ci_lo``/``id_ci_hi``/``id_std`` and ``n_resamples`` rows of one estimate."""
+    try:
+        lo, hi, se = halfsample_interval(val, reps, n, m)
+    except ValueError as err:
+        log.info("no interval for %s layer %d: %s", base["grp"], base["layer"], err)
+        return []
+    n_ok = float(np.isfinite(reps).sum())
+    return [
+        dict(base, metric="id_ci_lo", value=lo, unit="dim"),
+        dict(base, metric="id_ci_hi", value=hi, unit="dim"),
+        dict(base, metric="id_std", value=se, unit="dim"),
+        dict(base, metric="n_resamples", value=n_ok, unit="count"),
+    ]
+
+
 def state_records(
     x: np.ndarray, cfg: IntrinsicDimensionConfig, layer: int, n_layers: int, pooling: str, seed: int
 ) -> list[dict]:
     """Rows for one residual state: every estimator, every decimation, with ``n_points``.
 
-    Estimates that fail (too few distinct points, constant data) are skipped with a log line.
+    Estimates on all points (``1/1``) also get their half-sampling interval rows
+    (:func:`interval_records`). Estimates that fail (too few distinct points, constant data) are
+    skipped with a log line.
     """
     pts, n_dup = unique_points(x)
     rng = np.random.default_rng([seed, layer])
+    reps = _resampled(pts, cfg, seed, layer)
     recs: list[dict] = []
     for estimator in ESTIMATORS:
         decs = _ints(cfg.decimations) if estimator in DECIMATED else [1]
@@ -287,24 +334,17 @@ def state_records(
             order = rng.permutation(len(pts)) if dec > 1 else np.arange(len(pts))
             for j, idx in enumerate(np.array_split(order, dec)):
                 sub = pts[idx]
+                where = f"{estimator}|{pooling} layer {layer} 1/{dec}"
                 if len(sub) < cfg.min_points:
-                    log.info(
-                        "skip %s|%s layer %d 1/%d: %d distinct points < min_points %d",
-                        estimator,
-                        pooling,
-                        layer,
-                        dec,
-                        len(sub),
-                        cfg.min_points,
-                    )
+                    log.info("skip %s: %d distinct points < min_points", where, len(sub))
                     continue
                 try:
                     val = estimate(sub, estimator, cfg)
                 except ValueError as err:
-                    log.info("skip %s|%s layer %d 1/%d: %s", estimator, pooling, layer, dec, err)
+                    log.info("skip %s: %s", where, err)
                     continue
                 if not np.isfinite(val):
-                    log.info("skip %s|%s layer %d: non-finite estimate", estimator, pooling, layer)
+                    log.info("skip %s: non-finite estimate", where)
                     continue
                 base = dict(
                     variant=f"1/{dec}",
@@ -317,6 +357,9 @@ def state_records(
                 recs.append(dict(base, metric="intrinsic_dim", value=val, unit="dim"))
                 recs.append(dict(base, metric="n_points", value=float(len(sub)), unit="count"))
                 recs.append(dict(base, metric="n_duplicates", value=float(n_dup), unit="count"))
+                if dec == 1 and estimator in reps:
+                    m = int(len(pts) * cfg.boot_fraction)
+                    recs += interval_records(base, val, reps[estimator], len(pts), m)
     return recs
 
 
