@@ -11,7 +11,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, live
+from app import charts, data, live, notebooks
+from app.charts.heat import position_labels
 
 METHOD = "causal_tracing"
 KINDS = {
@@ -120,6 +121,7 @@ def fact_cells(model: str, dataset: str, prompt_id: str) -> tuple[pd.DataFrame, 
     cells["subject"] = cells["position"].between(b, e - 1)
     cells["p_clean"] = info.get("p_clean")
     cells["p_corrupt"] = info.get("p_corrupt")
+    cells.attrs["fact"] = f"{model}_{prompt_id}"  # names the notebook of the heatmaps
     return cells, info
 
 
@@ -264,8 +266,13 @@ def show_partial(holder, cells: pd.DataFrame, frame) -> None:
 # ------------------------------------------------------------------------------ page widgets
 
 
-def show_heatmaps(cells: pd.DataFrame, p_corrupt: float, p_clean: float) -> None:
-    """Draw the three kinds side by side, one colour domain per fact (precomputed or live)."""
+def show_heatmaps(
+    cells: pd.DataFrame, p_corrupt: float, p_clean: float, notebook: bool = False
+) -> None:
+    """Draw the three kinds side by side, one colour domain per fact (precomputed or live).
+
+    With ``notebook`` (precomputed cells), also offer the heatmaps as a notebook.
+    """
     st.caption(
         f"p(answer): clean {p_clean:.3f}, subject corrupted {p_corrupt:.3f}. "
         "Colour starts at the corrupted probability."
@@ -273,11 +280,35 @@ def show_heatmaps(cells: pd.DataFrame, p_corrupt: float, p_clean: float) -> None
     domain = heatmap_domain(cells, p_corrupt, p_clean)
     kinds = {k: KINDS[k][0] for k in KINDS if k in set(cells["kind"])}
     st.altair_chart(charts.trace_heatmaps(cells, domain, kinds), width="content")
+    if notebook:
+        heatmaps_notebook(cells, domain, kinds)
     st.markdown(
         "**What to look for.** Does restoring the *subject's* last token in early-middle layers "
         "bring the answer back? Does the last token take over in later layers? Where the "
         "bright cells move from the subject to the last token, the fact has been moved."
     )
+
+
+def heatmaps_notebook(cells: pd.DataFrame, domain: tuple[float, float], kinds: dict) -> None:
+    """The "open in a notebook" of one fact's heatmaps: a column per kind, as drawn."""
+    rows = cells[cells["kind"].isin(list(kinds))].copy()
+    rows["token"], _ = position_labels(rows, rows["subject"].astype(bool))
+    rows["restored"] = "restoring the " + rows["kind"].map(kinds)
+    spec = notebooks.ChartSpec(
+        "p(answer) restored",
+        "Restoring one state at a time (colour starts at the corrupted probability)",
+        kind="heatmap",
+        x="layer:O",
+        y="token:N",
+        color="p_restored",
+        x_title="block (layer) restored",
+        axis_title="position: token (* = subject)",
+        y_sort="position",
+        domain=domain,
+        column="restored",
+    )
+    name = f"causal_tracing_{cells.attrs.get('fact', 'fact')}"
+    notebooks.button(rows, name, METHOD, spec, table="metrics", key="nb-ct-fact")
 
 
 def trace_caption(df: pd.DataFrame) -> str:

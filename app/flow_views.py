@@ -10,7 +10,7 @@ import re
 
 import pandas as pd
 
-from app import data, live
+from app import data, live, notebooks
 
 METHOD = "attention_knockout"
 PATCH_METHOD = "activation_patching"
@@ -213,3 +213,36 @@ def describe_live(df: pd.DataFrame, answer: str) -> str:
             "prediction, so they show how *that* answer is assembled."
         )
     return text
+
+
+def _depth_spec(y_title: str, title: str, rule: float, x_title: str | None = None):
+    """A knockout or patching chart as a notebook draws it: the reported band, a reference rule."""
+    return notebooks.ChartSpec(
+        y_title,
+        title,
+        x_title=x_title,
+        stages=False,
+        x_bands=((*SEED_BAND, SEED_BAND_LABEL),),
+        rules=(("y", rule),),
+    )
+
+
+def knockout_notebook(df: pd.DataFrame, grp: str, window: str) -> None:
+    """The "open in a notebook" of one edge set's knockout chart."""
+    spec = _depth_spec(
+        "change in p(prediction) (%)",
+        f"Cutting the edges {EDGES.get(grp, grp)}",
+        0.0,
+        "relative depth of the window centre (0 = first block, 1 = last)",
+    )
+    notebooks.button(df, f"knockout_{window}_{grp}", METHOD, spec, table="metrics")
+
+
+def patching_notebook(df: pd.DataFrame, dataset: str, variant: str) -> None:
+    """The "open in a notebook" of the activation-patching chart."""
+    spec = _depth_spec(
+        "normalised logit-difference effect (0 = corrupted, 1 = clean)",
+        "Patching the clean state back in",
+        0.5,
+    )
+    notebooks.button(df, f"activation_patching_{dataset}_{variant}", PATCH_METHOD, spec)

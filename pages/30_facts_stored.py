@@ -94,7 +94,7 @@ def heatmaps() -> None:
         "Embedded runs may trace only the last subject token and the last token "
         "(config `token_range`, in 'How this was computed'); the live panel traces all."
     )
-    show_heatmaps(cells, info.get("p_corrupt", 0.0), info.get("p_clean", 1.0))
+    show_heatmaps(cells, info.get("p_corrupt", 0.0), info.get("p_clean", 1.0), notebook=True)
     ui.download(cells, f"causal_tracing_{model}_{pid}", key="dl-ct-fact")
 
 

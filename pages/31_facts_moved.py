@@ -5,7 +5,7 @@ Attention knockout: cut the edges into the last token, a window of layers at a t
 
 import streamlit as st
 
-from app import charts, data, labels, live, notebooks, predict, ui
+from app import charts, data, labels, live, predict, ui
 from app import live_panel as panel
 from app.claims_facts_views import knockout_finding, window_note
 from app.flow_views import (
@@ -25,8 +25,10 @@ from app.flow_views import (
     describe_live,
     fact_counts,
     knockout_curves,
+    knockout_notebook,
     live_knockout,
     patching_curves,
+    patching_notebook,
     uses_table,
     windows,
 )
@@ -60,13 +62,13 @@ def knockout() -> None:
             df[df["grp"] == grp], SEED_BAND, SEED_BAND_LABEL, f"Cutting the edges {label}"
         )
         st.altair_chart(predict.draw("fact_moved", chart), width="stretch")
+        knockout_notebook(df[df["grp"] == grp], grp, window)
     ui.sample_caption(df, "facts answered correctly")
     st.markdown(KNOCKOUT_NOTE)
     ui.findings(knockout_finding(df, SEED_BAND) + " " + window_note(window, df))
     st.caption("Facts tried, and answered correctly (only those are knocked out):")
     st.dataframe(fact_counts(METHOD, dataset), hide_index=True, width="stretch")
     ui.download(df, f"attention_knockout_{dataset}_{window}", key="dl-ko")
-    notebooks.button(df, f"knockout_{window}", METHOD, "change (%)", dash="edges", table="metrics")
     ui.provenance(METHOD, picked, KNOCKOUT_PROVENANCE)
 
 
@@ -93,6 +95,7 @@ def patching() -> None:
     st.dataframe(uses_table(dataset, variant), hide_index=True, width="stretch")
     st.dataframe(fact_counts(PATCH_METHOD, dataset), hide_index=True, width="stretch")
     ui.download(df, f"activation_patching_{dataset}_{variant}", key="dl-ap")
+    patching_notebook(df, dataset, variant)
     ui.provenance(PATCH_METHOD, None, PATCH_PROVENANCE)
 
 

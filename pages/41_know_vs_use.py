@@ -6,7 +6,7 @@ the gap between knowing and using per model.
 
 import streamlit as st
 
-from app import charts, labels, ui
+from app import charts, labels, notebooks, ui
 from app.claims_facts_views import template_finding
 from app.quality_views import (
     INTRO,
@@ -46,6 +46,9 @@ def knows_vs_uses(dataset: str) -> None:
     st.markdown(KNOWS_NOTE)
     ui.findings(template_finding(probe_curves(dataset, ["probe_acc", "template_acc"])))
     ui.download(one, f"know_vs_use_{model}_{dataset}", key="dl-kvu")
+    y_title = "accuracy or normalised effect (fraction)"
+    methods = [PROBE_METHOD, PATCH_METHOD]
+    notebooks.button(one, f"know_vs_use_{model}", methods, y_title, color="curve")
 
 
 def gap_table(dataset: str) -> None:
@@ -90,6 +93,7 @@ def all_models(dataset: str) -> None:
         st.markdown("Examples and answer classes behind each probe:")
         st.dataframe(sizes, hide_index=True)
     ui.download(df, f"probes_{metric}_{dataset}", key="dl-probes")
+    notebooks.button(df, f"probes_{metric}", PROBE_METHOD, f"{PROBE_METRICS[metric][0]} (fraction)")
 
 
 def main() -> None:

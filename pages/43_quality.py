@@ -6,7 +6,7 @@ LiDAR, DiME) -- layer by layer, by relative depth.
 
 import streamlit as st
 
-from app import charts, labels, ui
+from app import charts, labels, notebooks, ui
 from app.claims_views import peak_finding
 from app.quality_views import (
     QUALITY_METHOD,
@@ -47,6 +47,7 @@ def one_metric(dataset: str) -> None:
             "LiDAR; fewer on the CPU runs, recorded in each run's config)."
         )
     ui.download(df, f"quality_{metric}_{dataset}", key="dl-q-one")
+    notebooks.button(df, f"quality_{metric}_{dataset}", QUALITY_METHOD, f"{label} ({unit})")
 
 
 def overview(dataset: str) -> None:
@@ -76,6 +77,19 @@ def overview(dataset: str) -> None:
     pe = one[one["metric"] == "prompt_entropy"]
     ui.findings(peak_finding(pe, "prompt entropy", fmt=".3f", kind="state", lowest=True))
     ui.download(one, f"quality_overview_{model}_{dataset}", key="dl-q-all")
+    notebooks.button(
+        one,
+        f"quality_overview_{model}",
+        QUALITY_METHOD,
+        "scaled to this model's range (0 = min, 1 = max)",
+        title=f"Every quality metric of {model}, each on its own range",
+        y="scaled",
+        color="label",
+        color_title="metric",
+        band=False,
+        stages=False,
+        domain=(0.0, 1.0),
+    )
 
 
 def main() -> None:
