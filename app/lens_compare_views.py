@@ -44,9 +44,10 @@ EVAL_NOTE = (
     "than no training: check the budget in each run's config (below)."
 )
 TUNED_PROVENANCE = (
-    "Translators trained with SGD-Nesterov (TL defaults) on WikiText-2 paragraphs against the "
-    "model's own final distribution; evaluated on other paragraphs never used for training "
-    "(positions 1..T-1). The stored lens (float16, low rank) is the one evaluated. "
+    "Translators started from a per-layer ridge fit (ours) and fine-tuned with SGD-Nesterov "
+    "(TL defaults) on WikiText-2 paragraphs against the model's own final distribution; "
+    "evaluated on other paragraphs never used for training (positions 1..T-1). The stored "
+    "lens (float16) is the one evaluated. "
     "`config_json` gives the budget: `cpu` (ours) or `paper` (TL: 250 × 2^18 tokens)."
 )
 

@@ -219,3 +219,32 @@ def test_smollm2_zero_lens_and_shipped_lens():
     logit = lens_readout(lm, lm.tokenize(text))
     assert r.kl[1:10, 1:].mean() < logit.kl[1:10, 1:].mean()  # early layers read better
     assert float(r.kl[-1].abs().max()) < 1e-4
+
+
+def test_ridge_start_solves_its_normal_equations_and_never_loses_on_validation(tiny_models):
+    from precompute.lenses import ridge as R
+
+    lm = tiny_models["tiny-llama"]
+    cfg = TR.TrainConfig(init="ridge", fit_tokens=120, val_tokens=30, max_seq_len=32)
+    docs = TR.tokenize_docs(lm, _items(12), cfg.max_seq_len)
+    fit, val = R.split_docs(docs, cfg.fit_tokens, cfg.val_tokens, 1)
+    assert not {id(d) for d in fit} & {id(d) for d in val}
+    acc = R.moments(lm, fit, 1)
+    A, b = R.solve(acc, 1, alpha=0.1)
+    n, d = acc["n"], lm.d_model
+    c = acc["sxx"][1] / n - torch.outer(acc["sx"][1], acc["sx"][1]) / n**2
+    cxy = acc["sxy"][1] / n - torch.outer(acc["sx"][1], acc["sy"][1]) / n**2
+    lam = 0.1 * float(torch.diagonal(c).sum()) / d
+    w = A.double().T + torch.eye(d, dtype=torch.float64)
+    grad = c @ w - cxy + lam * (w - torch.eye(d, dtype=torch.float64))  # d/dW of the objective
+    assert float(grad.abs().max()) < 1e-4 * float(cxy.abs().max())
+    A_big, _ = R.solve(acc, 1, alpha=1e9)  # infinite ridge: back to the logit lens
+    assert float(A_big.abs().max()) < 1e-5
+    lens, info = R.ridge_init(lm, fit, val, cfg)
+    assert all(r <= g for r, g in zip(info["val_kl_ridge"], info["val_kl_logit"]))
+    assert info["fit_tokens"] >= cfg.fit_tokens and info["val_tokens"] >= cfg.val_tokens
+    best, kept = R.keep_better(lm, lens, TL.TunedLens.zeros(lm), val, True)
+    for i, k in enumerate(kept["kept_per_layer"]):  # zero lens vs ridge start: keeps the better
+        src = lens if k == "start" else TL.TunedLens.zeros(lm)
+        assert torch.equal(best.A[i], src.A[i]) and torch.equal(best.b[i], src.b[i])
+    assert kept["kept_per_layer"].count("start") >= 1

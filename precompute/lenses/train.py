@@ -40,7 +40,7 @@ from precompute.lenses.tuned import TunedLens, check_identity, model_identity
 from precompute.model.internals import final_norm, logit_softcap, residual_states, unembed_weights
 from precompute.model.load import LoadedModel
 from precompute.model.replay import block_stack
-from precompute.types import BaseConfig, Item
+from precompute.types import BaseConfig, Item, option
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,12 @@ class TrainConfig(BaseConfig):
     ``budget="cpu"`` (ours) is sized for a shared 2-core CPU: ``num_steps`` x ``tokens_per_step``
     tokens of WikiText-2 paragraphs cut to ``max_seq_len``; ``budget="paper"`` replaces those with
     TL's 250 x 2^18 tokens of 2048 (a GPU job). ``skip_first`` (ours) drops position 0 from the
-    loss (METHODS.md 0.5).
+    loss (METHODS.md 0.5). ``init``: ``"zero"`` (TL) or ``"ridge"`` (ours; ``fit_tokens``,
+    ``val_tokens``, ``ridge_grid``: :mod:`precompute.lenses.ridge`).
     """
 
     budget: str = "cpu"
-    num_steps: int = 8
+    num_steps: int = option(8, lo=0)
     tokens_per_step: int = 96
     max_seq_len: int = 64
     micro_tokens: int = 128
@@ -72,11 +73,17 @@ class TrainConfig(BaseConfig):
     seed: int = 42
     skip_first: bool = True
     ckpt_every: int = 1
+    init: str = "zero"
+    fit_tokens: int = 8192
+    val_tokens: int = 128
+    ridge_grid: str = "1e-4,1e-3,1e-2,1e-1,1"
 
     def resolved(self) -> TrainConfig:
         """Return the config with the budget applied (``paper`` sets TL's step and token counts)."""
         if self.budget == "paper":
             return replace(self, **PAPER_BUDGET)
+        if self.init not in ("zero", "ridge"):
+            raise ValueError(f"Unknown init {self.init!r}; use 'zero' (TL) or 'ridge' (ours).")
         if self.budget != "cpu":
             raise ValueError(f"Unknown budget {self.budget!r}; use 'cpu' (ours) or 'paper' (TL).")
         return self
@@ -171,17 +178,25 @@ class Trainer:
         docs: Training token sequences ``(T,)``, each at most ``max_seq_len`` tokens.
         cfg: The resolved config (any :class:`TrainConfig`; its hash names the checkpoint's run).
         ckpt: Checkpoint file (``None``: no checkpoints).
+        init: Starting translators (``None``: zero, the logit lens).
     """
 
     def __init__(
-        self, lm: LoadedModel, docs: list[torch.Tensor], cfg: TrainConfig, ckpt: Path | None = None
+        self,
+        lm: LoadedModel,
+        docs: list[torch.Tensor],
+        cfg: TrainConfig,
+        ckpt: Path | None = None,
+        init: TunedLens | None = None,
     ):
         if not docs:
             raise ValueError("No training text: the tuned lens needs at least one document.")
         self.lm, self.docs, self.cfg, self.ckpt = lm, docs, cfg, ckpt
         d, n = lm.d_model, lm.n_layers
-        self.A = [torch.zeros(d, d, requires_grad=True) for _ in range(n)]
-        self.b = [torch.zeros(d, requires_grad=True) for _ in range(n)]
+        A0 = init.A if init is not None else torch.zeros(n, d, d)
+        b0 = init.b if init is not None else torch.zeros(n, d)
+        self.A = [A0[i].detach().clone().float().requires_grad_(True) for i in range(n)]
+        self.b = [b0[i].detach().clone().float().requires_grad_(True) for i in range(n)]
         self.params = [*self.A, *self.b]
         self.opt = torch.optim.SGD(
             self.params,
@@ -191,7 +206,7 @@ class Trainer:
             weight_decay=cfg.weight_decay,
         )
         steps = cfg.num_steps
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1.0 - s / steps)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1.0 - s / max(steps, 1))
         self.step = 0
         self.log: list[dict] = []
         self.tokens_seen = 0
@@ -342,20 +357,23 @@ def train_lens(
     """Train (or resume) a lens on ``items``; returns it and a summary of the run."""
     cfg = cfg.resolved()
     docs = tokenize_docs(lm, items, cfg.max_seq_len)
-    trainer = Trainer(lm, docs, cfg, ckpt)
-    lens = trainer.train(stop_after=stop_after)
+    from precompute.lenses.ridge import keep_better, start_lens
+
+    init, init_info, train_docs, val_docs = start_lens(lm, docs, cfg, ckpt)
+    trainer = Trainer(lm, train_docs, cfg, ckpt, init)
+    lens = trainer.train(stop_after=stop_after) if cfg.num_steps > 0 else trainer.lens()
+    chosen = None  # per layer, SGD's result or its ridge start by validation KL
+    if init is not None and cfg.num_steps > 0:
+        lens, chosen = keep_better(lm, init, lens, val_docs, cfg.skip_first)
     summary = dict(
+        init=init_info,
+        sgd_vs_start=chosen,
         budget=cfg.budget,
-        budget_note=(
-            "TL paper defaults (250 steps x 2^18 tokens, seq 2048)"
-            if cfg.budget == "paper"
-            else "CPU budget (ours): a few minutes on a shared 2-core CPU; far below TL's 65.5M "
-            "tokens, so the lens is only partly trained"
-        ),
+        budget_note="TL's 250 steps x 2^18 tokens" if cfg.budget == "paper" else "CPU (ours)",
         steps_done=trainer.step,
         tokens_seen=trainer.tokens_seen,
         train_seconds=round(trainer.seconds, 2),
-        train_docs=len(docs),
+        train_docs=len(train_docs),
         train_kl_first=trainer.log[0]["kl"] if trainer.log else None,
         train_kl_last=trainer.log[-1]["kl"] if trainer.log else None,
         config=cfg.to_dict(),
