@@ -18,6 +18,7 @@ import nbformat
 import pandas as pd
 import streamlit as st
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from app import ui
 from app.config import AppConfig
@@ -82,6 +83,7 @@ def build(
         raise ValueError(f"{len(df):,} rows: more than the {MAX_ROWS:,} a notebook carries.")
     source = f"{cfg.hf_repo}@{cfg.hf_revision}" if cfg.hf_repo else "the embedded results"
     csv = df.to_csv(index=False)
+    text = [c for c in df.columns if not (is_numeric_dtype(df[c]) or is_bool_dtype(df[c]))]
     title = spec.title or methods[0]
     cells = [
         new_markdown_cell(
@@ -95,8 +97,10 @@ def build(
             "OKABE_ITO = ['#E69F00', '#56B4E9', '#009E73', '#0072B2', '#D55E00', '#CC79A7',\n"
             "             '#000000', '#F0E442', '#999999']\n"
             f"CSV = {csv!r}\n"
+            f"TEXT = {text!r}  # columns kept as text (labels such as '0.50' or a token '1')\n"
             "# only empty cells are missing values (a token may be spelt 'NA' or 'null')\n"
-            "df = pd.read_csv(io.StringIO(CSV), keep_default_na=False, na_values=[''])\n"
+            "df = pd.read_csv(io.StringIO(CSV), dtype={c: str for c in TEXT},\n"
+            "                 keep_default_na=False, na_values=[''])\n"
             "df.head()"
         ),
         new_markdown_cell(f"## The chart ({spec.kind})"),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from app import data, live
+from app import data, live, notebooks
 
 ID_METHOD = "intrinsic_dimension"
 RSA_METHOD = "rsa"
+DEPTH_A = "relative depth, model A (0 = embeddings, 1 = last)"
+DEPTH_0 = "relative depth (0 = embeddings)"
 
 
 ID_NOTE = (
@@ -258,6 +260,37 @@ def cross_similarity(
         }
     )
     return _depth_labels(out)
+
+
+def similarity_downloads(
+    df: pd.DataFrame,
+    name: str,
+    key: str,
+    x_title: str,
+    y_title: str,
+    matched: pd.DataFrame | None = None,
+) -> None:
+    """A similarity heatmap's rows (CSV) and a notebook drawing it on the fixed 0-1 scale.
+
+    With ``matched`` (the diagonal, ``matched_depth``), also the notebook of its depth curve.
+    """
+    spec = notebooks.ChartSpec(
+        "Spearman ρ of RDMs",
+        "Spearman ρ of RDMs",
+        kind="heatmap",
+        x="depth_a",
+        y="depth_b",
+        color="value",
+        x_title=x_title,
+        axis_title=y_title,
+        y_sort="descending",
+        domain=(0.0, 1.0),
+    )
+    table = "similarity" if "layer_a" in df else "rdm"  # across models: computed from the RDMs
+    notebooks.downloads(df, name, RSA_METHOD, spec, table, key)
+    if matched is not None:
+        y_title = "Spearman ρ of RDMs at equal depth (correlation)"
+        notebooks.button(matched, f"{name}_matched", RSA_METHOD, y_title, table=table)
 
 
 def matched_depth(cross: pd.DataFrame, label: str) -> pd.DataFrame:

@@ -89,6 +89,8 @@ def scale_panel(estimator: str, pooling: str, dataset: str) -> None:
         "Mean ID over the states: " + ", ".join(f"{p} {v:.1f}" for p, v in means.items()) + "."
     )
     ui.download(df, f"intrinsic_dimension_scale_{model}", key="dl-scale")
+    y_title = "intrinsic dimension (dimensions)"
+    notebooks.button(df, f"id_scale_{model}", ID_METHOD, y_title, color="points", stages=False)
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from app.claims_facts_views import matched_finding, within_finding
 from app.representation_views import (
     ACROSS_NOTE,
     DEFAULT_SENTENCES,
+    DEPTH_0,
+    DEPTH_A,
     INTRO,
     LIVE_NORMS,
     MIN_LIVE_SENTENCES,
@@ -25,12 +27,10 @@ from app.representation_views import (
     live_rsa_frames,
     matched_depth,
     rsa_models,
+    similarity_downloads,
     similarity_variants,
     within_similarity,
 )
-
-DEPTH_A = "relative depth, model A (0 = embeddings, 1 = last)"
-DEPTH_0 = "relative depth (0 = embeddings)"
 
 
 def within() -> tuple[str, str, list[str]] | None:
@@ -60,7 +60,7 @@ def within() -> tuple[str, str, list[str]] | None:
     st.caption(f"{int(df['n_stimuli'].iloc[0])} stimuli; ρ below 0 is drawn as 0.")
     st.markdown(WITHIN_NOTE)
     ui.findings(within_finding(df))
-    ui.download(df, f"rsa_{model}_{dataset}", key="dl-within")
+    similarity_downloads(df, f"rsa_{model}_{dataset}", "dl-within", DEPTH_0, "relative depth")
     return dataset, variant, models
 
 
@@ -90,7 +90,8 @@ def across(dataset: str, variant: str, models: list[str]) -> None:
     )
     st.markdown(ACROSS_NOTE.format(n=int(df["n_stimuli"].iloc[0])))
     ui.findings(matched_finding(diag))
-    ui.download(df, f"rsa_{model_a}_vs_{model_b}_{dataset}", key="dl-across")
+    name = f"rsa_{model_a}_vs_{model_b}_{dataset}"
+    similarity_downloads(df, name, "dl-across", DEPTH_A, "relative depth, model B", diag)
 
 
 def live_panel() -> None:

@@ -5,7 +5,7 @@ Lenses are instruments: where do the logit lens and the tuned lens read a layer 
 
 import streamlit as st
 
-from app import charts, data, live, ui
+from app import charts, data, live, notebooks, ui
 from app import lens_compare_views as V
 from app import live_panel as panel
 from app.claims_facts_views import disagreement_finding, worse_states_finding
@@ -51,6 +51,7 @@ def average() -> None:
     st.markdown(V.EVAL_NOTE)
     ui.findings(worse_states_finding(V.tuned_eval(models, "kl_to_final")))
     ui.download(df, f"tuned_lens_{metric}", key="dl-eval")
+    notebooks.button(df, f"tuned_lens_{metric}", METHOD, y_title, dash="lens")
     ui.provenance(METHOD, models, V.TUNED_PROVENANCE)
 
 
