@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from app import data, live
+from app import data, live, notebooks
+from app.notebooks import ChartSpec
 
 GR = "guess_refine"
 TL = "tuned_lens"
@@ -157,6 +158,60 @@ def mcq_settled(models: list[str]) -> pd.DataFrame:
         rows.append(df)
     out = pd.concat(rows, ignore_index=True)
     return out[["model", "lens", "what", "mean", "ci_lo", "ci_hi", "n"]]
+
+
+def _k_spec(color: str, title: str) -> ChartSpec:
+    """Earliest depth reaching rank <= k, over k on a log axis, dashed by lens."""
+    return ChartSpec(
+        "relative depth where rank ≤ k first holds",
+        title,
+        x="k",
+        x_title="k (rank threshold, log scale)",
+        x_scale="log",
+        color=color,
+        dash="lens",
+        domain=(0.0, 1.0),
+        stages=False,
+    )
+
+
+#: The guess-then-refine page's charts as notebooks (what the page draws).
+GR_NOTEBOOKS = {
+    "buckets": ChartSpec(
+        "share of lens top-1 tokens (fraction)",
+        "How frequent is the lens's top-1 token, layer by layer?",
+        kind="bars",
+        x_title="relative depth (0 = embeddings, 1 = last)",
+        x_bin=0.05,
+        stack="normalize",
+        color="bucket",
+        color_title="corpus frequency of the top-1 token",
+        order=tuple(BUCKET_LABELS[b] for b in BUCKETS),
+        row="model",
+        column="lens",
+    ),
+    "flips": ChartSpec(
+        "refined rate: top-1 differs from the final token (fraction)",
+        "Refined rate, by depth",
+        color="bucket",
+        dash="lens",
+    ),
+    "k_freq": _k_spec("frequency of the prediction", "By how frequent the prediction is"),
+    "k_answer": _k_spec("answer token", "By answer token"),
+    "mcq": ChartSpec(
+        "share of items (fraction)", "Share of items, by depth", color="what", dash="lens"
+    ),
+}
+
+
+def offer(
+    df: pd.DataFrame, name: str, chart: str, key: str | None = None, csv: bool = True
+) -> None:
+    """A guess-then-refine chart's downloads: its rows (CSV, unless not ``csv``) and a notebook."""
+    if csv:
+        notebooks.downloads(df, name, GR, GR_NOTEBOOKS[chart], key=key)
+    else:
+        notebooks.button(df, name, GR, GR_NOTEBOOKS[chart], key=key)
 
 
 def tuned_eval(models: list[str] | None, metric: str) -> pd.DataFrame:

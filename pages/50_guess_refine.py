@@ -23,7 +23,7 @@ def buckets(models: list[str]) -> None:
     st.markdown(V.BUCKETS_NOTE)
     top10 = df[df["grp"] == "top10"]
     ui.findings(early_share_finding(top10, "Share of top-1 tokens among the 10 most frequent"))
-    ui.download(df, "guess_refine_buckets", key="dl-buckets")
+    V.offer(df, "guess_refine_buckets", "buckets", "dl-buckets")
 
 
 def refines(models: list[str]) -> None:
@@ -48,7 +48,7 @@ def refines(models: list[str]) -> None:
     )
     flips = df[df["grp"] == "top10"]
     ui.findings(early_share_finding(flips, "Refined rate of top-10-frequency guesses"))
-    ui.download(df, f"guess_refine_flips_{model}", key="dl-flips")
+    V.offer(df, f"guess_refine_flips_{model}", "flips", "dl-flips")
 
 
 def earliest(models: list[str]) -> None:
@@ -84,11 +84,12 @@ def earliest(models: list[str]) -> None:
             width="stretch",
         )
         ui.sample_caption(facts, "answer tokens")
+        V.offer(facts, f"guess_refine_answers_{model}", "k_answer", csv=False)
     st.markdown(V.EARLIEST_NOTE)
     ui.findings(earliest_finding(df, "frequency of the prediction"))
     if not facts.empty:
         ui.findings(earliest_finding(facts, "answer token"), "Answer tokens")
-    ui.download(df, f"guess_refine_earliest_{model}", key="dl-earliest")
+    V.offer(df, f"guess_refine_earliest_{model}", "k_freq", "dl-earliest")
 
 
 def choices(models: list[str]) -> None:
@@ -108,7 +109,7 @@ def choices(models: list[str]) -> None:
     st.dataframe(V.mcq_settled([model]), hide_index=True, width="stretch")
     st.markdown(V.MCQ_NOTE)
     ui.findings(mcq_finding(V.mcq_settled([model])))
-    ui.download(one, f"guess_refine_mcq_{model}", key="dl-mcq")
+    V.offer(one, f"guess_refine_mcq_{model}", "mcq", "dl-mcq")
 
 
 def main() -> None:

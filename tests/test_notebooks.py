@@ -1,7 +1,16 @@
-"""Generated notebooks run headless (nbclient) on the embedded results and draw their chart."""
+"""Every precomputed chart offers a notebook; every notebook runs headless and draws its chart.
+
+The pages run once in their default state (AppTest) while ``notebooks.build`` records what each
+offers; each page must offer at least as many notebook buttons as it draws Altair charts (live
+panels draw nothing until asked), and every recorded notebook is executed with nbclient on the
+embedded results, one after the other in one kernel.
+"""
 
 from __future__ import annotations
 
+import copy
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -15,68 +24,121 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "data" / "results"
 
 
-def _frames() -> dict[str, tuple[pd.DataFrame, notebooks.ChartSpec, str]]:
-    """The rows of five precomputed page charts, as the pages query them."""
-    from app.facts_views import group_curves
-    from app.flow_views import knockout_curves
-    from app.lens_views import curve_frame
-    from app.representation_views import id_curves
-    from app.robustness_views import depth_frame
-
-    spec = notebooks.ChartSpec
-    return {
-        "logit_lens": (
-            curve_frame("kl_to_final", ["smollm2-135m", "gemma3-270m"]),
-            spec("KL (nats)", "Logit lens", y_scale="symlog"),
-            "logit_lens",
-        ),
-        "delete_swap": (
-            depth_frame("kl"),
-            spec("KL (nats)", "Delete or swap", dash="intervention"),
-            "layer_ablation",
-        ),
-        "causal_tracing": (
-            group_curves("mlp", "facts", ["last_subject", "last"]),
-            spec("indirect effect", "Where are facts stored?", dash="token group"),
-            "causal_tracing",
-        ),
-        "knockout": (
-            knockout_curves("facts", "W9"),
-            spec("relative change (%)", "When is the fact moved?", dash="edges"),
-            "attention_knockout",
-        ),
-        "intrinsic_dimension": (
-            id_curves("twonn", "mean", "wikitext", "1/1"),
-            spec("intrinsic dimension", "Intrinsic dimension"),
-            "intrinsic_dimension",
-        ),
-    }
+#: Pages whose charts are not precomputed results (the class poll's live histogram).
+NOT_PRECOMPUTED = {"60_classroom.py"}
+NB_LABEL = "Open in a notebook"
 
 
-def test_notebooks_execute_and_draw_their_chart():
+@dataclass
+class Offered:
+    """A notebook a page offered: its file name, the notebook and the rows it carries."""
+
+    page: str
+    name: str
+    nb: nbformat.NotebookNode
+    df: pd.DataFrame
+    spec: notebooks.ChartSpec
+    table: str
+
+
+def _run_pages() -> tuple[dict[str, tuple[int, int]], list[Offered]]:
+    """Every page in its default state (AppTest): (charts, notebook buttons) and the notebooks."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    offered: list[Offered] = []
+    counts: dict[str, tuple[int, int]] = {}
+    real_build = notebooks.build
+    page = ""
+
+    def recording_build(df, spec, method, table="metrics_agg", cfg=None):
+        nb = real_build(df, spec, method, table, cfg)
+        offered.append(Offered(page, spec.title, nb, df.copy(), spec, table))
+        return nb
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STAGESCOPE_LIVE_MODELS", "tiny-gpt2")
+        mp.setenv("STAGESCOPE_RESULTS_DIR", str(RESULTS))
+        mp.setattr(notebooks, "build", recording_build)
+        for path in sorted((ROOT / "pages").glob("[0-9][0-9]_*.py")):
+            page = path.name
+            at = AppTest.from_file(str(path), default_timeout=120).run()
+            assert not at.exception, (page, [e.value for e in at.exception])
+            n_charts = len(at.get("vega_lite_chart"))
+            buttons = [b for b in at.get("download_button") if NB_LABEL in b.proto.label]
+            counts[page] = (n_charts, len(buttons))
+            st.cache_data.clear()
+    return counts, offered
+
+
+@pytest.fixture(scope="module")
+def pages_run():
+    """Run every page once for the tests below (about half a minute)."""
+    return _run_pages()
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "pages").glob("[0-9][0-9]_*.py")))
+def test_every_precomputed_chart_offers_a_notebook(page, pages_run):
+    counts, offered = pages_run
+    n_charts, n_buttons = counts[page]
+    if page in NOT_PRECOMPUTED:
+        return
+    assert n_buttons >= n_charts, f"{page}: {n_charts} charts, {n_buttons} notebook buttons"
+    assert len([o for o in offered if o.page == page]) == n_buttons
+
+
+def test_every_offered_notebook_runs_headless_and_draws_its_chart(pages_run):
+    """All the notebooks the pages offer, executed one after the other in one kernel."""
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
-    cfg = AppConfig.from_env({"STAGESCOPE_RESULTS_DIR": str(RESULTS)})
-    for name, (df, spec, method) in _frames().items():
-        assert not df.empty, name
-        nb = notebooks.build(df, spec, method, cfg=cfg)
-        nbformat.validate(nb)
-        # the notebook's own rows must be the page's rows
-        nb.cells.append(
-            nbformat.v4.new_code_cell(
-                f"assert len(df) == {len(df)}\n"
-                f"assert abs(df['mean'].sum() - {float(df['mean'].sum())!r}) < 1e-6\n"
-                f"assert len(full) >= len(df)"
-            )
-        )
-        NotebookClient(nb, timeout=120, kernel_name="python3").execute()  # raises on any error
-        chart_out = nb.cells[3].outputs
-        assert any(
-            any("vegalite" in mime or mime == "text/html" for mime in out.get("data", {}))
-            for out in chart_out
-        ), (name, chart_out)
-        printed = "".join(o.get("text", "") for o in nb.cells[5].outputs)
-        assert f"rows of {method} in metrics_agg" in printed, (name, printed)
+    _, offered = pages_run
+    kinds = {o.spec.kind for o in offered}
+    assert kinds == {"lines", "heatmap", "bars", "points"}, kinds
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env={**os.environ, "STAGESCOPE_RESULTS_DIR": str(RESULTS)})
+    kc = None
+    try:
+        for o in offered:
+            nb = copy.deepcopy(o.nb)
+            nbformat.validate(nb)
+            nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))  # one kernel, fresh names
+            nb.cells.append(nbformat.v4.new_code_cell(_checks(o)))
+            client = NotebookClient(nb, km=km, timeout=120)
+            client.kc = kc
+            client.execute()  # raises on any error in any cell
+            kc = client.kc
+            assert _drawn(nb.cells[4].outputs), (o.page, o.name, nb.cells[4].outputs)
+            printed = "".join(x.get("text", "") for x in nb.cells[6].outputs)
+            assert f"in {o.table} (" in printed, (o.page, o.name, printed)
+    finally:
+        if kc is not None:
+            kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _drawn(outputs) -> bool:
+    """Whether a cell displayed an Altair chart (a Vega-Lite bundle, or its HTML embedding)."""
+    for out in outputs:
+        for mime, value in out.get("data", {}).items():
+            if "vegalite" in mime or (mime == "text/html" and "vegaEmbed" in value):
+                return True
+    return False
+
+
+def _checks(o: Offered) -> str:
+    """A last cell: the notebook's rows are the page's rows, the full table holds at least them."""
+    numeric = list(o.df.select_dtypes("number").columns)
+    total = float(o.df[numeric].sum().sum()) if numeric else 0.0
+    return (
+        f"assert len(df) == {len(o.df)}\n"
+        f"assert list(df.columns) == {list(o.df.columns)!r}\n"
+        f"assert abs(df[{numeric!r}].sum().sum() - {total!r}) <= 1e-9 * max(1, {abs(total)!r})\n"
+        "assert len(full) >= 1\n"
+        "# the chart drew every row: one of its datasets is df (or df normalised)\n"
+        "sizes = [len(v) for v in chart.to_dict().get('datasets', {}).values()]\n"
+        f"assert {len(o.df)} in sizes, sizes\n"
+    )
 
 
 def test_hub_notebook_pins_the_revision():
