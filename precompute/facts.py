@@ -13,6 +13,8 @@ correct everywhere.
 * :func:`answer_matches` is the correctness rule (ROME's, made tokenizer-neutral).
 * :func:`split_marked` reads ``run-one`` prompts whose subject is in brackets.
 * :func:`window_layers` is the window rule of causal tracing and knockout.
+* :func:`facts_in_order` is the order in which fact methods try a file's facts (round-robin over
+  relations).
 
 Example:
     >>> split_marked("[The Eiffel Tower] is located in")
@@ -292,6 +294,31 @@ def swap_candidates(items: Sequence[Item], index: int, limit: int) -> list[str]:
         if len(out) >= limit:
             break
     return out
+
+
+#: Orders in which fact methods try a file's facts (``order`` in their configs).
+FACT_ORDERS = ("relations", "dataset")
+
+
+def facts_in_order(items: Sequence[Item], order: str = "relations", stride: int = 1) -> list[int]:
+    """Indices of the facts to try, in the order to try them.
+
+    ``stride`` keeps every ``stride``-th fact of the file (indices ``0, stride, ...``). ``order =
+    "relations"`` (ours) then takes them round-robin over relations: the first fact of every
+    relation (relations in order of first appearance), then the second of each, and so on, so a
+    run that stops after ``n`` facts spans every relation even when the file is sorted by
+    relation; within a relation the file's order is kept. ``"dataset"``: the file's order.
+    """
+    if order not in FACT_ORDERS:
+        raise ValueError(f"Unknown fact order {order!r}; use one of {FACT_ORDERS}.")
+    kept = range(0, len(items), max(1, stride))
+    if order == "dataset":
+        return list(kept)
+    groups: dict[str, list[int]] = {}
+    for i in kept:
+        groups.setdefault(fact_parts(items[i])[3], []).append(i)
+    depth = max((len(g) for g in groups.values()), default=0)
+    return [g[r] for r in range(depth) for g in groups.values() if r < len(g)]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from precompute import schema
-from precompute.facts import subject_tokens
+from precompute.facts import facts_in_order, subject_tokens
 from precompute.methods.activation_patching import (
     EFFECT_METRIC,
     USES_METRIC,
@@ -165,3 +165,56 @@ def test_patched_logits_rows_are_clean_then_corrupted(tiny_models):
         ref_corr = lm.bridge(corr.ids)[0, -1]
     assert torch.allclose(both[0], ref_clean, atol=TOL)
     assert torch.allclose(both[1], ref_corr, atol=TOL)
+
+
+def _rel_items(rows):
+    return [Item(s, s, {"subject": s, "relation": r, "answer": "x"}) for s, r in rows]
+
+
+def test_facts_in_order_round_robin_over_relations():
+    items = _rel_items([("a", "A"), ("b", "A"), ("c", "A"), ("d", "B"), ("e", "B"), ("f", "C")])
+    assert facts_in_order(items) == [0, 3, 5, 1, 4, 2]  # first of each relation, then second...
+    assert facts_in_order(items, stride=2) == [0, 4, 2]  # stride on the file first: 0, 2, 4
+    assert facts_in_order(items, "dataset", 2) == [0, 2, 4]
+    assert facts_in_order([]) == []
+    with pytest.raises(ValueError, match="relations"):
+        facts_in_order(items, "random")
+    with pytest.raises(ValueError, match="relations, dataset"):
+        PatchingConfig().with_overrides({"order": "random"})
+
+
+def test_sixty_pairs_span_the_team_relations_without_a_model(monkeypatch):
+    """On the team's fact file (sorted by relation), 60 pairs cover every relation."""
+    from types import SimpleNamespace
+
+    import precompute.methods.activation_patching as ap
+    from precompute.datasets import load_dataset
+    from precompute.facts import fact_parts, summary_record
+
+    items, _ = load_dataset("facts")
+    relation = {it.prompt_id: fact_parts(it)[3] for it in items}
+    assert len(set(relation.values())) >= 6
+    first = facts_in_order(items)[:60]
+    assert {relation[items[i].prompt_id] for i in first} == set(relation.values())
+
+    # process() with the model faked out: every fact answered, every other one without a partner
+    fact = SimpleNamespace(ids=None, text="")
+    monkeypatch.setattr(ap, "subject_tokens", lambda *a, **k: fact)
+    monkeypatch.setattr(ap, "top_token", lambda *a: (0, 1.0))
+    monkeypatch.setattr(ap, "answer_matches", lambda *a: True)
+    monkeypatch.setattr(ap, "fact_check_row", lambda *a: {"x": 1})
+    monkeypatch.setattr(ap, "prompt_row", lambda *a: {"x": 1})
+    monkeypatch.setattr(ap, "find_pair", lambda lm, it, i, cfg: (i if i % 2 else None, ""))
+    monkeypatch.setattr(
+        ap, "result_records", lambda r, n, pid: [summary_record(pid, n, "p_clean", 1.0, "prob")]
+    )
+    lm, ctx = SimpleNamespace(n_layers=4), RunContext("m", "activation_patching", "facts")
+
+    def relations(order: str) -> set[str]:
+        m = process(lm, items, PatchingConfig(order=order), ctx)["metrics"]
+        pairs = m.loc[(m["metric"] == "pair_found") & (m["value"] == 1.0), "prompt_id"]
+        assert len(pairs) == 60
+        return {relation[p] for p in pairs}
+
+    assert relations("relations") == set(relation.values())  # all 12
+    assert len(relations("dataset")) < len(set(relation.values()))  # file order: the first ones

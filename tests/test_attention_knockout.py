@@ -191,6 +191,19 @@ def test_stride_and_n_correct_pick_the_facts_tried(tiny_models):
     assert (every["metric"] == "answer_correct").sum() == 6  # n_correct = 0: no limit
 
 
+def test_facts_are_tried_round_robin_over_relations(tiny_models):
+    """``order = "relations"`` (facts.facts_in_order): n_correct facts span the relations."""
+    lm = tiny_models["tiny-gpt2"]
+    ctx = RunContext(lm.name, "attention_knockout", "facts", "run")
+    right = _items(lm, True)[0]
+    items = [
+        Item(f"{r}{i}", PROMPT, {**right.fields, "relation": r}) for r in "AB" for i in range(3)
+    ]
+    for order, want in (("relations", ["A0", "B0"]), ("dataset", ["A0", "A1"])):
+        m = process(lm, items, KnockoutConfig(window=1, n_correct=2, order=order), ctx)["metrics"]
+        assert m.loc[m["metric"] == "answer_correct", "prompt_id"].tolist() == want
+
+
 def test_scaled_window_and_w1_beside_it(tiny_models):
     from precompute.facts import scaled_window
 

@@ -51,10 +51,12 @@ import pandas as pd
 import torch
 
 from precompute.facts import (
+    FACT_ORDERS,
     FactPrompt,
     answer_matches,
     fact_check_row,
     fact_parts,
+    facts_in_order,
     metrics_frame,
     prompt_row,
     subject_tokens,
@@ -66,7 +68,7 @@ from precompute.methods import Method
 from precompute.model.load import LoadedModel
 from precompute.model.patching import Patch, patched_logits
 from precompute.model.replay import top_token
-from precompute.types import BaseConfig, Item, RunContext, rel_depth
+from precompute.types import BaseConfig, Item, RunContext, option, rel_depth
 
 VARIANTS = ("resid_last", "block_out_last", "resid_subject_last")
 #: The variant, metric and threshold that define the "uses" layer (for the knows-vs-uses page).
@@ -82,19 +84,21 @@ MIN_DENOMINATOR = 1e-3
 class PatchingConfig(BaseConfig):
     """Defaults (all ours, METHODS.md B3 "Defaults (ours)").
 
-    ``n_pairs`` = 40 pairs per run (was ``max_facts``; B3 suggests 200; CPU budget). The whole
+    ``n_pairs`` = 60 pairs per run (issue 10; was ``max_facts``; B3 suggests 200). The whole
     dataset is loaded (``n_items`` = 185: the team's whole file) because the swap subjects come
     from it.
-    ``candidates`` = 8 same-relation subjects tried per fact. ``batch_rows`` = 128 rows at most
-    per forward pass.
-    ``stride`` = 1: try every ``stride``-th fact only (ours: spans every relation of a file
-    ordered by relation; the swap partners still come from every fact).
+    ``candidates`` = 8 same-relation subjects tried per fact; ``batch_rows`` = 128 rows per pass.
+    ``order`` = "relations" (ours): facts tried round-robin over relations
+    (:func:`precompute.facts.facts_in_order`), so ``n_pairs`` pairs span a file sorted by relation;
+    "dataset": the file's order. ``stride`` = 1: try every ``stride``-th fact only (swap partners
+    still come from every fact).
     ``subject`` / ``corrupt_subject`` are for ``run-one`` only.
     """
 
     RENAMED: ClassVar[dict[str, str]] = {"max_facts": "n_pairs"}
 
-    n_pairs: int = 40
+    n_pairs: int = 60
+    order: str = option("relations", choices=FACT_ORDERS)
     stride: int = 1
     n_items: int = 185
     candidates: int = 8
@@ -316,16 +320,15 @@ def process(
 ) -> dict[str, pd.DataFrame]:
     """Precompute: the first ``n_pairs`` correctly answered facts with an aligned partner.
 
-    Every fact seen gets ``answer_correct`` (and, when correct, ``pair_found``) rows.
+    Facts are tried in ``cfg.order``. Every fact seen gets ``answer_correct`` (and, when correct,
+    ``pair_found``) rows.
     """
     recs, prompts, checks, done = [], [], [], 0
     n_layers = lm.n_layers
-    for index, item in enumerate(items):
+    for index in facts_in_order(items, cfg.order, cfg.stride):
         if done >= cfg.n_pairs:
             break
-        if index % max(1, cfg.stride):
-            continue
-        pid = item.prompt_id
+        item, pid = items[index], items[index].prompt_id
         prompt, subject, answer, _ = fact_parts(item)
         try:
             fact = subject_tokens(lm, prompt, subject, max_tokens=cfg.max_tokens)
