@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from app.charts.base import DEPTH_TITLE
@@ -117,6 +118,12 @@ class ChartSpec:
         return cols
 
 
+def default_title(y_title: str) -> str:
+    """A depth chart's title from its y quantity, as the app titles it ("KL, by depth")."""
+    quantity = re.sub(r"\s*\([^()]*\)$", "", y_title)
+    return f"{quantity[:1].upper()}{quantity[1:]}, by depth"
+
+
 def _field(shorthand: str) -> str:
     return shorthand.split(":")[0]
 
@@ -212,12 +219,15 @@ def _backdrop(spec: ChartSpec) -> list[str]:
         bands = [*STAGE_BANDS, *bands]
     out = []
     if bands:
-        rows = [(float(a), float(b), str(label)) for a, b, label in bands]
+        rows = [(float(a), float(b), str(label), i % 2) for i, (a, b, label) in enumerate(bands)]
         out += [
-            f"BANDS = pd.DataFrame({rows!r}, columns=['start', 'end', 'label'])",
-            "shade = alt.Chart(BANDS).encode(x='start:Q', x2='end:Q', tooltip=['label:N'])",
+            "# shaded depth ranges (alternating greys), each named at the top of the plot",
+            f"BANDS = pd.DataFrame({rows!r}, columns=['start', 'end', 'label', 'shade'])",
+            "greys = alt.Scale(range=['#d0d0d0', '#ececec'])",
+            "grey = alt.Fill('shade:N', scale=greys, legend=None)",
+            "shade = alt.Chart(BANDS).mark_rect(opacity=0.5)",
             "label = alt.Chart(BANDS).mark_text(align='left', baseline='top', dx=3, fontSize=10)",
-            "layers = [shade.mark_rect(opacity=0.12, color='#777777'),",
+            "layers = [shade.encode(x='start:Q', x2='end:Q', fill=grey, tooltip=['label:N']),",
             "          label.encode(x='start:Q', y=alt.value(3), text='label:N'), *layers]",
         ]
     for axis, value in spec.rules:

@@ -22,7 +22,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from app import ui
 from app.config import AppConfig
-from app.notebook_charts import ChartSpec, chart_code
+from app.notebook_charts import ChartSpec, chart_code, default_title
 
 __all__ = ["ChartSpec", "build", "button", "downloads"]
 
@@ -140,7 +140,7 @@ def button(
     if df.empty:
         return
     if isinstance(spec, str):
-        spec = ChartSpec(spec, **{"title": name, **fields})
+        spec = ChartSpec(spec, **{"title": default_title(spec), **fields})
     try:
         nb = build(df, spec, method, table)
     except ValueError:  # rows that cannot make this chart: no notebook rather than a crash
