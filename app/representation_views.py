@@ -18,7 +18,7 @@ ID_NOTE = (
     "every size start using many dimensions around 40 % of their depth; Valeriani et al. find "
     "the ID rises, then falls to a minimum in intermediate layers where representations are "
     "most semantic. Compare the *shape* across models, not the absolute level: with tens to "
-    "hundreds of texts in a space of 576-640 dimensions, every estimator is biased low, and the"
+    "thousands of texts in a space of 576-640 dimensions, every estimator is biased low, and the"
     " PCA dimensions cannot exceed the number of texts. With last-token vectors, the embedding "
     "layer (depth 0) often has very few distinct points: many texts end in the same token."
 )
