@@ -133,7 +133,8 @@ def _typed(shorthand: str, default: str) -> str:
 
 
 def _scale(**kw) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in kw.items() if v not in (None, "linear", False))
+    given = {k: v for k, v in kw.items() if v is not None and v is not False and v != "linear"}
+    args = ", ".join(f"{k}={v!r}" for k, v in given.items())
     return f"alt.Scale({args})"
 
 

@@ -159,6 +159,15 @@ def test_bad_rows_are_refused():
         notebooks.build(pd.DataFrame({"x": [1]}), notebooks.ChartSpec("y"), "m")
 
 
+def test_chart_spec_names_what_it_reads():
+    with pytest.raises(ValueError, match="kind"):
+        notebooks.ChartSpec("y", kind="pie")
+    heat = notebooks.ChartSpec("p", kind="heatmap", x="layer:O", y="token", color="p", column="k")
+    assert heat.columns() == {"layer", "token", "p", "k"}  # no interval band on a heatmap
+    lines = notebooks.ChartSpec("y", dash="lens", y_sort="position")
+    assert lines.columns() == {"rel_depth", "mean", "model", "ci_lo", "ci_hi", "lens", "position"}
+
+
 def test_live_frames_record_model_and_prompt(monkeypatch):
     """A live result downloads with the model and prompt that made it (tiny model)."""
     monkeypatch.setenv("STAGESCOPE_LIVE_MODELS", "tiny-gpt2")
