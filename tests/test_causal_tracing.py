@@ -242,8 +242,8 @@ def test_failed_corruption_is_counted_not_averaged_and_window_scales():
     assert trace(lm, PROMPT, SUBJECT, CausalTracingConfig(window=1, noise_sigma=0.5)).window == 1
 
 
-def test_stride_picks_items_of_the_whole_dataset_across_chunks(tiny_models, tmp_path):
-    """``stride`` is ``items[::stride]`` of the dataset, as in knockout, whatever the chunks."""
+def test_stride_picks_items_of_the_whole_dataset(tiny_models, tmp_path):
+    """``stride`` is ``items[::stride]`` of the dataset, as in knockout (one chunk: the file)."""
     import pandas as pd
 
     from precompute.datasets import load_facts
@@ -254,8 +254,108 @@ def test_stride_picks_items_of_the_whole_dataset_across_chunks(tiny_models, tmp_
     cfg = CausalTracingConfig(
         samples=2, kinds="hidden", token_range="subject_last", noise_sigma=0.5, stride=3
     )
-    assert method.chunk_size and method.chunk_size % cfg.stride  # chunks cut across the stride
+    assert method.chunk_size is None  # n_correct and the round-robin need the whole file
     folder = run_job(lm, method, "facts", cfg, tmp_path, n_items=14, progress=False)
     tried = pd.concat(pd.read_parquet(p) for p in folder.glob("chunks/*/fact_checks.parquet"))
     items, _ = load_facts(14)
     assert sorted(tried["prompt_id"]) == [it.prompt_id for it in items[::3]]
+
+
+def _items(relations: str) -> list[Item]:
+    return [
+        Item(f"f-{i}", PROMPT, {"subject": SUBJECT, "relation": r, "answer": "x"})
+        for i, r in enumerate(relations)
+    ]
+
+
+def test_facts_are_tried_round_robin_over_relations():
+    from precompute.methods.causal_tracing import tried_order
+
+    items = _items("AAAABBC")  # a file ordered by relation
+    ids = [it.prompt_id for it in tried_order(items, CausalTracingConfig())]
+    assert ids == ["f-0", "f-4", "f-6", "f-1", "f-5", "f-2", "f-3"]  # A B C A B A A
+    by_file = tried_order(items, CausalTracingConfig(order="file"))
+    assert [it.prompt_id for it in by_file] == [f"f-{i}" for i in range(7)]
+    strided = tried_order(items, CausalTracingConfig(stride=2), offset=1)  # f-1 A, f-3 A, f-5 B
+    assert [it.prompt_id for it in strided] == ["f-1", "f-5", "f-3"]
+    with pytest.raises(ValueError, match="order"):
+        tried_order(items, CausalTracingConfig(order="random"))
+    with pytest.raises(ValueError):
+        CausalTracingConfig().with_overrides({"order": "random"})
+
+
+def test_n_correct_stops_after_that_many_correct_facts_and_wrong_ones_cost_no_trace(monkeypatch):
+    from precompute.methods import causal_tracing as ct
+
+    lm = load_model("tiny-llama")
+    answer = trace(lm, PROMPT, SUBJECT, SMALL).answer.strip() or "x"
+    items = _items("AABBCC")
+    for it, right in zip(items, [1, 1, 0, 1, 1, 0], strict=True):
+        it.fields["answer"] = answer if right else "zebra"
+    steps: list[tuple[int, int]] = []
+    real = ct.trace_frames
+
+    def counted(*a, **k):
+        for fr in real(*a, **k):
+            steps.append((fr.done, fr.total))
+            yield fr
+
+    monkeypatch.setattr(ct, "trace_frames", counted)
+    cfg = CausalTracingConfig(samples=2, window=2, noise_sigma=0.5, kinds="hidden", n_correct=3)
+    ctx = RunContext(model=lm.name, method="causal_tracing", dataset="facts")
+    m = conform("metrics", process(lm, items, cfg, ctx)["metrics"])
+    correct = m[m["metric"] == "correct"].set_index("prompt_id")["value"].to_dict()
+    # round-robin A B C A ...: f-0 right, f-2 wrong, f-4 right, f-1 right: three, then stop
+    assert correct == {"f-0": 1.0, "f-2": 0.0, "f-4": 1.0, "f-1": 1.0}
+    assert m[(m["prompt_id"] == "f-2") & (m["metric"] == "p_restored")].empty
+    total = steps[0][1]
+    assert [d for d, _ in steps].count(0) == 4  # four facts tried
+    assert len(steps) == 4 + 3 * total  # the wrong one ran no restoration step
+    assert cfg.to_dict()["n_correct"] == 3 and cfg.to_dict()["order"] == "relations"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "subject", "window"),
+    [
+        ("Paris is the capital of the country of", "Paris", "auto"),  # subject first
+        (PROMPT, SUBJECT, 1),
+        (PROMPT, "mat and", "auto"),  # late subject
+    ],
+)
+def test_replay_from_the_restored_token_equals_rome_on_llama_blocks(prompt, subject, window):
+    """Llama-like blocks: each restoration computes positions p..T-1 only; ROME's numbers."""
+    from precompute.model import tracing
+
+    lm = load_model("tiny-llama")
+    cfg = CausalTracingConfig(samples=3, window=window, noise_sigma=0.5, batch_seqs=9)
+    fact = subject_tokens(lm, prompt, subject)
+    assert tracing.prefix_kv(lm, tracing.capture(lm, fact.ids), fact.start) is not None
+    fast, ref = trace(lm, prompt, subject, cfg), trace_reference(lm, prompt, subject, cfg)
+    assert fast.p_corrupt == pytest.approx(ref.p_corrupt, abs=1e-6)
+    for kind in ("hidden", "mlp", "attn"):
+        torch.testing.assert_close(fast.scores[kind], ref.scores[kind], atol=1e-5, rtol=0)
+
+
+def test_restorations_compute_only_their_token_on_from_their_first_block(monkeypatch):
+    """Token-blocks run: the corrupted copies once from the subject on, then for a hidden
+    restoration at (l, p) blocks l+1..L-1 on positions p..T-1, for S copies."""
+    from precompute.model import trace_parts
+
+    lm = load_model("tiny-llama")
+    calls = []
+    real = trace_parts._block
+
+    def spy(lm_, rep, j, x, q0, *a):
+        assert x.shape[1] == rep.states.shape[1] - q0  # exactly the positions q0..T-1
+        calls.append((x.shape[0], x.shape[1]))
+        return real(lm_, rep, j, x, q0, *a)
+
+    monkeypatch.setattr(trace_parts, "_block", spy)
+    cfg = CausalTracingConfig(samples=3, kinds="hidden", noise_sigma=0.5)
+    r = trace(lm, PROMPT, SUBJECT, cfg)
+    (b, _), n_tok, n_layers = r.subject_range, r.n_tokens, lm.n_layers
+    corrupted = n_layers * 3 * (n_tok - b)
+    restored = sum(
+        (n_layers - ell - 1) * (n_tok - p) * 3 for p in range(b, n_tok) for ell in range(n_layers)
+    )
+    assert sum(rows * toks for rows, toks in calls) == corrupted + restored

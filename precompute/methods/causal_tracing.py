@@ -67,6 +67,7 @@ from precompute.model.tracing import (
     result,
     token_groups,
     trace,
+    trace_frames,
     traced_positions,
 )
 from precompute.types import Item, RunContext
@@ -81,6 +82,7 @@ __all__ = [
     "token_groups",
     "trace",
     "trace_reference",
+    "tried_order",
     "window_layers",
 ]
 
@@ -243,26 +245,58 @@ def fact_records(r: TraceResult, n_layers: int, prompt_id: str) -> list[dict]:
     ]
 
 
+def tried_order(items: list[Item], cfg: CausalTracingConfig, offset: int = 0) -> list[Item]:
+    """The facts to try, in the order tried.
+
+    ``items[::stride]`` of the whole dataset (``offset``: the dataset index of ``items[0]``);
+    with ``order = relations`` then round-robin over the relations (``fields["relation"]``) in
+    order of first appearance: every relation's first fact, then every relation's second, ...
+    (a file ordered by relation still gives facts of many relations first).
+    """
+    stride = max(1, cfg.stride)
+    kept = [it for i, it in enumerate(items) if (offset + i) % stride == 0]
+    if cfg.order == "file":
+        return kept
+    if cfg.order != "relations":
+        raise ValueError(f"Unknown order {cfg.order!r}; use relations or file.")
+    groups: dict[str, list[Item]] = {}
+    for it in kept:
+        groups.setdefault(str(it.fields.get("relation", "")), []).append(it)
+    queues = list(groups.values())
+    longest = max((len(q) for q in queues), default=0)
+    return [q[i] for i in range(longest) for q in queues if i < len(q)]
+
+
 def process(
     lm: LoadedModel, items: list[Item], cfg: CausalTracingConfig, ctx: RunContext
 ) -> dict[str, pd.DataFrame]:
-    """Trace each fact the model answers correctly; record correctness for every fact.
+    """Trace each fact the model answers correctly; record correctness for every fact tried.
 
-    Facts tried: ``items[::stride]`` of the whole dataset (as knockout and patching), counted
-    from the chunk's position in it (``ctx.offset``).
+    Facts are tried in :func:`tried_order` until ``n_correct`` were answered correctly and
+    traced (0: no limit). A wrong answer is found by the clean and corrupted runs (the first
+    frame of :func:`trace_frames`) and costs no restoration.
     """
     recs, prompts, checks = [], [], []
-    stride = max(1, cfg.stride)
-    items = [it for i, it in enumerate(items) if (ctx.offset + i) % stride == 0]
-    for item in items:
+    kept = 0
+    for item in tried_order(items, cfg, ctx.offset):
+        if cfg.n_correct > 0 and kept >= cfg.n_correct:
+            break
         _, subject, gold, _ = fact_parts(item)
+        frames = trace_frames(lm, item.text, subject, cfg, gold or None, coarse_first=False)
         try:
-            r = trace(lm, item.text, subject, cfg, answer=gold or None)
+            fr = next(frames)
         except ValueError as err:
             log.warning("skipping %s: %s", item.prompt_id, err)
             continue
-        if r.correct is False:  # recorded, not traced further (ROME keeps correct facts only)
+        if fr.result.correct is False:  # recorded, not traced further (ROME keeps correct facts)
+            frames.close()
+            r = fr.result
             r.scores = {}
+        else:
+            for fr in frames:
+                pass
+            r = fr.result
+            kept += r.correct is True
         recs += trace_records(r, lm.n_layers, item.prompt_id, cfg)
         prompts.append(prompt_row(lm, ctx, item.prompt_id, item.text, r.ids))
         fact = FactPrompt(item.text, subject, r.ids[None], *r.subject_range)
@@ -317,5 +351,5 @@ METHOD = Method(
     dataset="facts",
     process=process,
     run_one=run_one,
-    chunk_size=4,
+    chunk_size=None,  # n_correct and the relation round-robin need the whole file
 )

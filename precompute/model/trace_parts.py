@@ -6,6 +6,7 @@ name, so callers import from there.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from precompute.facts import subject_tokens
+from precompute.facts import subject_tokens, window_layers
 from precompute.model.internals import final_norm, unembed
 from precompute.model.load import LoadedModel
 from precompute.model.replay import Replay, block_stack
@@ -21,6 +22,9 @@ from precompute.model.replay import Replay, block_stack
 if TYPE_CHECKING:
     from precompute.model.tracing import CausalTracingConfig, Setup, TraceResult
 
+
+KINDS = ("hidden", "mlp", "attn")
+KIND_HOOK = {"hidden": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 
 _SIGMA_CACHE: dict[tuple[int, str], float] = {}
 
@@ -91,8 +95,12 @@ def noise_hook(setup: Setup, first_noised: int) -> Callable:
 
 
 def mean_prob(logits: torch.Tensor, o: int, samples: int) -> torch.Tensor:
-    """Mean over each group of ``samples`` rows of ``softmax(logits)[o]``: ``(B,) -> (B/S,)``."""
-    p = torch.softmax(logits.float(), -1)[:, o]
+    """Mean over each group of ``samples`` rows of ``softmax(logits)[o]``: ``(B, V) -> (B/S,)``.
+
+    ``softmax(z)[o] = exp(z[o] - logsumexp(z))``: one reduction per row, no ``(B, V)`` softmax.
+    """
+    z = logits.float()
+    p = (z[:, o] - torch.logsumexp(z, -1)).exp()
     return p.reshape(-1, samples).mean(-1)
 
 
@@ -152,6 +160,23 @@ def plan(
     ]
 
 
+def plan_positions(
+    kinds: list[str], n_layers: int, positions: list[int], per_batch: int, coarse_first: bool
+) -> list[tuple[str, list[int], int]]:
+    """The steps ``(kind, layers, position)`` of the replay from the token on (``restored_logits``).
+
+    Each token's layers come in two sets, every 4th block (``l % 4 == 0``) and the others, each
+    cut into batches of ``per_batch`` layers. In order: kinds, positions, sets. ``coarse_first``
+    keeps the same steps (the same numbers) and runs every kind's every-4th-block set first,
+    latest token first (a step there computes one position), then the others.
+    """
+    sets = [[x for x in range(n_layers) if x % 4 == 0], [x for x in range(n_layers) if x % 4]]
+    chunks = [[s[i : i + per_batch] for i in range(0, len(s), per_batch)] for s in sets]
+    if not coarse_first:
+        return [(k, c, t) for k in kinds for t in positions for cs in chunks for c in cs]
+    return [(k, c, t) for cs in chunks for k in kinds for t in positions[::-1] for c in cs]
+
+
 # ---------------------------------------------------------------------------------------------
 # Suffix replay: the clean prefix's keys and values computed once
 
@@ -180,16 +205,18 @@ def prefix_kv(lm: LoadedModel, rep: Replay, b: int) -> list[tuple] | None:
     """Keys and values of the clean positions ``0..b-1`` at every block (``None``: unsupported).
 
     Before the subject every restored run equals the clean run, so a replay from the subject
-    on needs only these. Supported: blocks that take a ``past_key_values`` cache, an explicit
-    4-D attention mask and rotary ``position_embeddings`` (Llama, Gemma); other architectures
-    replay every position.
+    on needs only these (``b = 0``: ``(None, None)`` per block). Supported: blocks that take a
+    ``past_key_values`` cache, an explicit 4-D attention mask and rotary
+    ``position_embeddings`` (Llama, Gemma); other architectures replay every position.
     """
     calls = rep.calls
-    if b < 1 or any(args or "past_key_values" not in kw for args, kw in calls):
+    if any(args or "past_key_values" not in kw for args, kw in calls):
         return None
     sliced = [_sliced(kw, 0, b, b) for _, kw in calls]
     if any(s is None or "attention_mask" not in s for s in sliced):
         return None
+    if b < 1:  # nothing before the subject
+        return [(None, None)] * len(calls)
     from transformers.cache_utils import DynamicCache
 
     kv = []
@@ -203,42 +230,129 @@ def prefix_kv(lm: LoadedModel, rep: Replay, b: int) -> list[tuple] | None:
     return kv
 
 
+class _PrefixKV:
+    """A cache for one block call: known keys and values put before the block's own.
+
+    ``keep``: the full keys and values are kept (``full``).
+    """
+
+    def __init__(self, keys: torch.Tensor | None, values: torch.Tensor | None, keep: bool = False):
+        self.keys, self.values, self.keep, self.full = keys, values, keep, None
+
+    def update(self, k, v, layer_idx=None, cache_kwargs=None):  # noqa: D102 (Cache.update)
+        if self.keys is not None and self.keys.shape[2]:
+            k = torch.cat([self.keys.to(k.dtype), k], 2)
+            v = torch.cat([self.values.to(v.dtype), v], 2)
+        if self.keep:
+            self.full = (k, v)
+        return k, v
+
+
+def _block(lm: LoadedModel, rep: Replay, j: int, x, q0: int, cache, hooks=()) -> torch.Tensor:
+    """Block ``j`` on positions ``q0..T-1`` (``x``: ``(B, T-q0, D)``); one locked step."""
+    n_tok = rep.states.shape[1]
+    kw = {**_sliced(rep.calls[j][1], q0, n_tok, n_tok), "past_key_values": cache}
+    kw["use_cache"] = True
+    with lm.lock, lm.bridge.hooks(fwd_hooks=list(hooks)) if hooks else contextlib.nullcontext():
+        out = block_stack(lm)[j](x.to(lm.bridge.original_model.dtype), **kw)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@dataclass
+class Corrupted:
+    """The corrupted run from the subject on: every block's input and its keys and values.
+
+    Attributes:
+        b: The first subject token (positions before it are clean in every run).
+        states: ``L + 1`` tensors ``(S, T - b, D)``: block ``j``'s input at positions
+            ``b..T-1`` (``states[L]``: the last block's output).
+        kv: ``L`` pairs ``(S, heads, T, head_dim)``: block ``j``'s keys and values.
+    """
+
+    b: int
+    states: list[torch.Tensor]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+
 @torch.inference_mode()
-def run_suffix(
+def corrupted_run(lm: LoadedModel, rep: Replay, kv: list[tuple], x: torch.Tensor) -> Corrupted:
+    """Run the corrupted copies ``x`` ``(S, T - b, D)`` (block 0's input) through every block.
+
+    ``kv``: the clean prefix's keys and values (:func:`prefix_kv`). The model's lock is held one
+    block at a time.
+    """
+    n, b = x.shape[0], rep.states.shape[1] - x.shape[1]
+    states, kvs = [x], []
+    for j in range(lm.n_layers):
+        k, v = kv[j]
+        cache = _PrefixKV(*(t.expand(n, -1, -1, -1) if t is not None else t for t in (k, v)), True)
+        x = _block(lm, rep, j, x, b, cache)
+        states.append(x)
+        kvs.append(cache.full)
+    return Corrupted(b, states, kvs)
+
+
+@torch.inference_mode()
+def restored_logits(
     lm: LoadedModel,
     rep: Replay,
-    kv: list[tuple],
-    x: torch.Tensor,
-    start: int,
-    fwd_hooks: Sequence = (),
+    cor: Corrupted,
+    kind: str,
+    p: int,
+    layers: Sequence[int],
+    clean: torch.Tensor,
+    window: int,
 ) -> torch.Tensor:
-    """Blocks ``start..L-1`` on positions ``b..T-1`` (``x``: ``(B, T-b, D)``), prefix from ``kv``.
+    """Last-position logits of the restorations at token ``p`` of ``kind`` at ``layers``.
 
-    Returns ``(B, V)`` float32 logits of the last position. With hooks one locked step, as
-    ``run_from``; without, the model's lock is held one block at a time (a hidden-state step
-    ran up to 4 s: other students' requests now wait at most one block).
+    A restoration at token ``p`` changes no position before ``p`` and no block below the first
+    restored one, so each restoration starts from the corrupted run at its first block and
+    computes positions ``p..T-1`` only, the keys and values of positions before ``p`` taken
+    from the corrupted run. All layers' restorations of the ``S`` copies share the batch (a
+    layer's rows join at its first block). The model's lock is held one block at a time.
+
+    Args:
+        lm: Loaded model.
+        rep: The clean run (block arguments).
+        cor: The corrupted run (:func:`corrupted_run`).
+        kind: ``hidden`` (block ``l``'s output), ``mlp`` or ``attn`` (the outputs of the window
+            of ``window`` layers around ``l``).
+        p: The restored token (``p >= cor.b``).
+        layers: The layers ``l`` (ascending).
+        clean: ``(L, T, D)`` clean states of ``kind``.
+        window: The window W.
+
+    Returns:
+        ``(len(layers) * S, V)`` float32 logits, layer-major.
     """
-    from transformers.cache_utils import DynamicCache
-
-    n_tok, b = rep.states.shape[1], rep.states.shape[1] - x.shape[1]
-    n = x.shape[0]
-    cache = DynamicCache(
-        ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
-    )
-    blocks = block_stack(lm)
-
-    def run(j: int, x: torch.Tensor) -> torch.Tensor:
-        kw = {**_sliced(rep.calls[j][1], b, n_tok, n_tok), "past_key_values": cache}
-        out = blocks[j](x, **{**kw, "use_cache": True})
-        return out[0] if isinstance(out, tuple) else out
-
-    if not fwd_hooks:  # nothing registered: the lock is taken per block, others pass between
-        for j in range(start, lm.n_layers):
-            with lm.lock:
-                x = run(j, x)
-        with lm.lock:
-            return unembed(lm, final_norm(lm, x[:, -1:, :])).float()[:, 0]
-    with lm.lock, lm.bridge.hooks(fwd_hooks=list(fwd_hooks)):
-        for j in range(start, lm.n_layers):
-            x = run(j, x)
+    n_layers, samples = lm.n_layers, cor.states[0].shape[0]
+    q = p - cor.b
+    if kind == "hidden":
+        spans = [range(ell, ell + 1) for ell in layers]
+        starts = [ell + 1 for ell in layers]
+    else:
+        spans = [window_layers(ell, window, n_layers) for ell in layers]
+        starts = [s.start for s in spans]
+    if starts != sorted(starts):
+        raise ValueError("layers must be ascending")
+    x = None
+    for j in range(starts[0], n_layers + 1):
+        new = [g for g, s in enumerate(starts) if s == j]
+        if new:
+            add = cor.states[j][:, q:].repeat(len(new), 1, 1)  # (len(new) * S, T - p, D)
+            if kind == "hidden":
+                add[:, 0] = clean[j - 1, p].to(add.dtype)
+            x = add if x is None else torch.cat([x, add])
+        if j == n_layers:
+            break
+        active = sum(1 for s in starts if s <= j)
+        hooks = []
+        if kind != "hidden":
+            rows = [g * samples + i for g in range(active) if j in spans[g] for i in range(samples)]
+            if rows:
+                name = f"blocks.{j}.{KIND_HOOK[kind]}"
+                hooks = [(name, restore_hook(clean, j, torch.tensor(rows), p, p))]
+        k, v = (t[:, :, :p].repeat(active, 1, 1, 1) for t in cor.kv[j])
+        x = _block(lm, rep, j, x, p, _PrefixKV(k, v), hooks)
+    with lm.lock:
         return unembed(lm, final_norm(lm, x[:, -1:, :])).float()[:, 0]

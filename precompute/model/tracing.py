@@ -4,12 +4,16 @@ The method module ``precompute.methods.causal_tracing`` holds the rows, the refe
 and the registry entry; this module holds the config, the noise and the fast trace, all through
 the one block replay (``precompute.model.replay``) and the one fact prompt (``precompute.facts``).
 
-The fast trace uses the structure of the intervention: a restoration at layer ``l`` and token
-``t`` leaves every layer below ``l`` unchanged and every position before the subject untouched,
-so it starts from the cached corrupted residual at layer ``l``, runs only the blocks above it,
-reads only the last position's logits, and batches all tokens of one layer (window) in one pass.
-Each batch is one locked step of the replay: the model lock is released between steps, so other
-sessions' short requests are served during a long trace.
+The fast trace uses the structure of the intervention (ROME's numbers, tested against
+``trace_reference``): a restoration at block ``l`` and token ``p`` changes no block below ``l``
+and no position before ``p``. Restorations before the subject give ``p_corrupt`` (not run); the
+others start from the corrupted run at their first block and compute positions ``p..T-1`` only,
+with the corrupted run's keys and values of the positions before ``p``; the ``S`` noise samples
+and every layer of one token share a batch; only the last position is read out
+(``trace_parts.restored_logits``; architectures without a key/value cache replay every position
+from the restored block, one layer's tokens per batch). The clean and corrupted runs are shared
+by the kinds. The model's lock is held one block at a time, so other sessions' short requests
+are served during a long trace.
 
 Example:
     >>> from precompute.model.load import load_model
@@ -38,22 +42,26 @@ from precompute.facts import (
     window_layers,
 )
 from precompute.model.load import LoadedModel
-from precompute.model.replay import Replay, capture, forward, run_from
+from precompute.model.replay import Replay, capture, forward, read_out, run_from
 from precompute.model.threads import intra_op_threads
 from precompute.model.trace_parts import (
+    KIND_HOOK,
+    KINDS,
     TraceFrame,
+    corrupted_run,
     embedding_sigma,
     make_noise,
     mean_prob,
     noise_hook,
     plan,
+    plan_positions,
     prefix_kv,
     reference_sigma,
     restore_hook,
-    run_suffix,
+    restored_logits,
     traced_positions,
 )
-from precompute.types import BaseConfig
+from precompute.types import BaseConfig, option
 
 __all__ = [
     "CausalTracingConfig",
@@ -75,8 +83,6 @@ __all__ = [
     "traced_positions",
 ]
 
-KINDS = ("hidden", "mlp", "attn")
-KIND_HOOK = {"hidden": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 #: A fact's corruption failed when ``p_corrupt > CORRUPTION_MAX_RATIO * p_clean``.
 CORRUPTION_MAX_RATIO = 0.5
 
@@ -93,10 +99,11 @@ class CausalTracingConfig(BaseConfig):
     (ROME measures sigma over the subjects of the file it traces; a fixed reference set gives every
     chunk and every live trace the same sigma); ``noise_sigma`` > 0 overrides the measured sigma;
     ``token_range`` = ``all`` (``subject_last`` traces only the last subject token and the last
-    token, ROME's cheap teaching mode); ``max_tokens`` = 32 (live limit); ``batch_seqs`` = 320;
-    ``stride`` = k tries only ``items[::k]`` of the dataset, the rule of knockout and patching
-    (e.g. 15 picks a fact of every relation of the team's facts; was ``sample_every``, and until
-    2026-11 the facts whose id number is a multiple of k).
+    token, ROME's cheap teaching mode); ``max_tokens`` = 32 (live limit); ``batch_seqs`` = 320
+    (rows per step); ``stride`` = k tries ``items[::k]`` of the dataset (was ``sample_every``);
+    ``order`` = ``relations`` tries them round-robin over relations (``file``: dataset order;
+    ``causal_tracing.tried_order``); ``n_correct`` = 0: stop once this many were answered
+    correctly and traced (0: no limit; issue 10: ``n_items=185,n_correct=60``).
     """
 
     RENAMED: ClassVar[dict[str, str]] = {"sample_every": "stride"}
@@ -113,6 +120,8 @@ class CausalTracingConfig(BaseConfig):
     max_tokens: int = 32
     batch_seqs: int = 320
     stride: int = 1
+    order: str = option("relations", choices=("relations", "file"))
+    n_correct: int = option(0, lo=0)
 
     def with_overrides(self, overrides: dict[str, str]) -> CausalTracingConfig:
         """As ``BaseConfig.with_overrides``; also checks ``window`` and ``kinds`` (``--set``)."""
@@ -193,16 +202,12 @@ class TraceResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Noise
+# One fact
 
 
 def noise_sigma(lm: LoadedModel, cfg: CausalTracingConfig) -> float:
     """Return the sigma the noise is scaled by: the config's, else measured (takes ``lm.lock``)."""
     return cfg.noise_sigma if cfg.noise_sigma > 0 else reference_sigma(lm, cfg.noise_ref)
-
-
-# ---------------------------------------------------------------------------------------------
-# One fact
 
 
 @dataclass
@@ -302,16 +307,17 @@ def trace_frames(
     clean = {
         k: torch.stack([rep.cache[f"blocks.{i}.{KIND_HOOK[k]}"] for i in range(L)]) for k in kinds
     }
-    # Corrupted run: S copies; keep every block's input and the last block's output.
-    names = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
+    noised = [("hook_embed", noise_hook(setup, 0))]
     with intra_op_threads(n_threads):
-        noised = [("hook_embed", noise_hook(setup, 0))]
-        logits, cache = forward(lm, setup.ids.repeat(S, 1), fwd_hooks=noised, names=names)
         kv = prefix_kv(lm, rep, b)  # None: the architecture replays every position
-    skip = b if kv is not None else 0
-    corr_pre = [cache[f"blocks.{i}.hook_resid_pre"] for i in range(L)]  # L x (S, T, D)
-    corr_post = corr_pre[1:] + [cache[f"blocks.{L - 1}.hook_resid_post"]]
-    p_corrupt = float(mean_prob(logits[:, -1], setup.answer_id, S)[0])
+        names = [f"blocks.{i}.hook_resid_pre" for i in range(L if kv is None else 1)]
+        names += [f"blocks.{L - 1}.hook_resid_post"] if kv is None else []
+        logits, cache = forward(lm, setup.ids.repeat(S, 1), fwd_hooks=noised, names=names)
+        logits = logits[:, -1]
+        if kv is not None:  # the corrupted copies' blocks run again from the subject on
+            cor = corrupted_run(lm, rep, kv, cache["blocks.0.hook_resid_pre"][:, b:])
+            logits = read_out(lm, cor.states[-1][:, -1])
+    p_corrupt = float(mean_prob(logits, setup.answer_id, S)[0])
     keep = traced_positions(cfg, n_tok, b, e)
     positions = [t for t in keep if t >= b]
     scores = {k: torch.full((n_tok, L), float("nan")) for k in kinds}
@@ -319,7 +325,13 @@ def trace_frames(
     for k in kinds:  # before the subject: p_corrupt exactly; not traced (token_range): NaN
         scores[k][:b] = p_corrupt
         cells[k][[t for t in range(n_tok) if t not in positions]] = True
-    steps = plan(kinds, L, positions, max(1, cfg.batch_seqs // S), coarse_first)
+    per_batch = max(1, cfg.batch_seqs // S)
+    if kv is None:
+        steps = plan(kinds, L, positions, per_batch, coarse_first)
+        corr_pre = [cache[f"blocks.{i}.hook_resid_pre"] for i in range(L)]  # L x (S, T, D)
+        corr_post = corr_pre[1:] + [cache[f"blocks.{L - 1}.hook_resid_post"]]
+    else:
+        steps = plan_positions(kinds, L, positions, per_batch, coarse_first)
 
     def frame(done: int) -> TraceFrame:
         res = result(
@@ -328,34 +340,30 @@ def trace_frames(
         return TraceFrame(res, done, len(steps), {k: v.clone() for k, v in cells.items()})
 
     yield frame(0)
-    for j, (kind, layer, pos) in enumerate(steps):  # one locked replay step each
-        tpos = torch.tensor(pos, device=lm.device).repeat_interleave(S)  # (B,)
-        rows = torch.arange(len(tpos), device=lm.device)
+    for j, (kind, layer, pos) in enumerate(steps):  # one replay step each
         with intra_op_threads(n_threads):
-            if kind == "hidden":
-                h = corr_post[layer].repeat(len(pos), 1, 1)  # (B, T, D)
-                h[rows, tpos] = clean["hidden"][layer, tpos]
-                start, hooks = layer + 1, []
-            else:
-                span = window_layers(layer, window, L)
-                h = corr_pre[span.start].repeat(len(pos), 1, 1)  # (B, T, D)
-                start, hooks = (
-                    span.start,
-                    [
-                        (
-                            f"blocks.{i}.{KIND_HOOK[kind]}",
-                            restore_hook(clean[kind], i, rows, tpos, skip),
-                        )
-                        for i in span
-                    ],
-                )
-            if kv is None:
-                out = run_from(lm, rep, h, start, fwd_hooks=hooks)
-            else:  # positions before the subject are clean: their keys and values are in kv
-                out = run_suffix(lm, rep, kv, h[:, skip:], start, fwd_hooks=hooks)
+            if kv is not None:  # (kind, layers, position): from the restored token on
+                out = restored_logits(lm, rep, cor, kind, pos, layer, clean[kind], window)
+            else:  # (kind, layer, positions): every position from the restored layer on
+                out = _full_step(lm, rep, kind, layer, pos, clean, corr_pre, corr_post, window, S)
         scores[kind][pos, layer] = mean_prob(out, setup.answer_id, S).cpu()
         cells[kind][pos, layer] = True
         yield frame(j + 1)
+
+
+def _full_step(lm, rep, kind, layer, pos, clean, corr_pre, corr_post, window, S) -> torch.Tensor:
+    """One locked step of restorations at ``layer``, tokens ``pos``: all positions replayed."""
+    tpos = torch.tensor(pos, device=lm.device).repeat_interleave(S)  # (B,)
+    rows = torch.arange(len(tpos), device=lm.device)
+    if kind == "hidden":
+        h = corr_post[layer].repeat(len(pos), 1, 1)  # (B, T, D)
+        h[rows, tpos] = clean["hidden"][layer, tpos]
+        return run_from(lm, rep, h, layer + 1)
+    span = window_layers(layer, window, lm.n_layers)
+    hooks = [
+        (f"blocks.{i}.{KIND_HOOK[kind]}", restore_hook(clean[kind], i, rows, tpos)) for i in span
+    ]
+    return run_from(lm, rep, corr_pre[span.start].repeat(len(pos), 1, 1), span.start, hooks)
 
 
 def trace(
