@@ -206,7 +206,8 @@ def live_trace(
     precompute, so the finished numbers are the same): inside a Streamlit run a partial heatmap
     is redrawn at most every :data:`DRAW_EVERY_S` seconds, and each report is a Streamlit call,
     so Stop ends the trace there. The steps run on one core (``threads=1``): the other serves
-    other students' requests between the trace's locked steps.
+    other students' requests, which wait at most one block (the trace takes the model's lock
+    one block at a time).
 
     Args:
         model_name: Live model.
