@@ -119,8 +119,9 @@ def test_bridge_states_and_lens_match_plain_transformers(name):
     """Issue 10 item 5: residual states and logit-lens KL from the bridge against transformers'
     own ``output_hidden_states`` forward of the same weights (KL of the reference in float64).
 
-    Before ``vocab_dot``, Gemma's KL differed by up to 5e-3 relative: the states agreed to float32
-    rounding, but one float32 product over the 262k vocabulary rounded ``sum p_final * z``.
+    Before float32 blocks summed in float64 (``fused.block_sum``), Gemma's KL differed by up to
+    5e-3 relative: the states agreed to float32 rounding, but one float32 product over the 262k
+    vocabulary rounded ``sum p_final * z``.
     """
     from transformers import AutoModelForCausalLM
 

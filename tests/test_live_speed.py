@@ -41,10 +41,13 @@ def _reference(lm, states, logits, ids, k, variant):
 @pytest.mark.parametrize("variant", ["recompute_ln", "cached_final_scale"])
 @pytest.mark.parametrize("rows", [None, 1])  # default blocks; one position per block
 @pytest.mark.parametrize("group", [None, 16])  # top-k searched in 5 or 20 vocabulary groups
+@pytest.mark.parametrize("stat", [None, 1])  # statistics read a block at once; one row at a time
 @torch.inference_mode()
-def test_fused_readout_equals_plain_float64(tiny, variant, rows, group, monkeypatch):
+def test_fused_readout_equals_plain_float64(tiny, variant, rows, group, stat, monkeypatch):
     if rows is not None:
         monkeypatch.setattr(readout, "BLOCK_ROWS", rows)
+    if stat is not None:
+        monkeypatch.setattr(fused, "STAT_ELEMS", stat)
     if group is not None:
         monkeypatch.setattr(fused, "TOPK_GROUP", group)
     ids = tiny.tokenize(PROMPT)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from precompute.lenses.fused import buffers, group_max, topk_in_groups
+from precompute.lenses import fused
+from precompute.lenses.fused import buffers, row_stats
 from precompute.model.internals import (
     NORM_VARIANTS,
     final_norm,
@@ -31,7 +32,7 @@ from precompute.model.internals import (
 )
 from precompute.model.load import LoadedModel
 from precompute.model.replay import states_and_logits
-from precompute.model.threads import map_threads
+from precompute.model.threads import DEFAULT_THREADS, map_threads
 
 
 def lens_logits(
@@ -92,44 +93,20 @@ class LensReadout:
         return self.topk_ids[..., 0] == self.ids
 
 
-def vocab_dot(z: torch.Tensor, p: torch.Tensor, block: int = 4096) -> torch.Tensor:
-    """``sum_v p[t, v] * z[s, t, v]``, accumulated in float64 across vocabulary blocks.
-
-    A single float32 matrix product over a 262k vocabulary (Gemma) accumulates enough rounding
-    to move a small KL (= CE - H, a difference of two nats-sized numbers) by 5e-3 relative;
-    float32 blocks of ``block`` entries summed in float64 keep it near 1e-4, and run as fast.
-
-    Args:
-        z: ``(S, T, V)`` logits.
-        p: ``(T, V)`` probabilities.
-        block: Vocabulary entries per float32 partial sum.
-
-    Returns:
-        ``(S, T)`` float64.
-    """
-    out = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
-    for v0 in range(0, z.shape[-1], block):
-        out += torch.einsum("stv,tv->st", z[..., v0 : v0 + block], p[:, v0 : v0 + block]).double()
-    return out
+#: Most rows (state x position cells) per block of the read-out, one block per worker thread at
+#: a time: a float32 product of 256 rows x the unembedding runs near the core's peak (measured on
+#: one core of this machine: 32 rows 50 GFLOP/s, 128 rows 80, 256 rows 88, 2048^3 98).
+BLOCK_ROWS = 256
+#: Most logits per block (a Gemma-sized vocabulary gets fewer rows: 128 MB per worker).
+BLOCK_ELEMS = 2**25
 
 
-#: Rows (state x position cells) per block of the read-out: a float32 matrix product of 128 rows
-#: runs at full speed on one core (46 GFLOP/s here; 32 rows: 27, reading the unembedding from
-#: memory once per block), and the block's statistics are read while it is in cache or close.
-BLOCK_ROWS = 128
-
-
-def _blocks(n_states: int, n_pos: int, v: int, elems: int) -> list[tuple[slice, slice]]:
-    """Rectangles ``(states, positions)`` of about ``elems`` logits covering every cell."""
-    if n_pos * v <= elems:
-        step = max(1, elems // (n_pos * v))
-        return [(slice(s, s + step), slice(0, n_pos)) for s in range(0, n_states, step)]
-    step = max(1, elems // v)
-    return [
-        (slice(s, s + 1), slice(t, t + step))
-        for s in range(n_states)
-        for t in range(0, n_pos, step)
-    ]
+def _row_blocks(n_rows: int, cap: int, workers: int) -> list[tuple[int, int]]:
+    """Ranges ``[r0, r1)`` of at most ``cap`` rows, as many as a multiple of ``workers``, even."""
+    n = -(-n_rows // max(1, cap))
+    n = -(-n // workers) * workers if n > 1 else 1
+    size = -(-n_rows // n)
+    return [(r, min(r + size, n_rows)) for r in range(0, n_rows, size)]
 
 
 class _Unembed:
@@ -170,11 +147,13 @@ def lens_from_states(
 ) -> LensReadout:
     """Read out every residual state through the final norm and unembedding.
 
-    Fused and blocked: the logits are computed block by block (:data:`BLOCK_ROWS` rows, at
-    most ``chunk_elems`` logits) into two reused buffers per thread, every statistic (max, exp,
-    sums, rank, top-k) is read from the block while it is near, and the blocks are spread over
-    single-core threads (``map_threads``). The numbers are those of the plain full-tensor
-    computation (``tests/test_live_speed.py`` checks them against float64).
+    Fused and blocked: the logits are computed block by block (at most :data:`BLOCK_ROWS` rows
+    and ``chunk_elems`` logits; as many blocks as a multiple of the worker threads, of even
+    size) into a reused buffer per thread, the blocks spread over single-core threads
+    (``map_threads``); every statistic (max, exp, sums, rank, top-k) is then read a few rows at
+    a time while they are in the core's cache (:func:`fused.row_stats`). The numbers are those
+    of the plain full-tensor computation (``tests/test_live_speed.py`` checks them against
+    float64).
 
     Args:
         lm: Loaded model (for its norm and unembedding).
@@ -197,54 +176,62 @@ def lens_from_states(
     if final_logits is None:
         z_last = head(normed[-1], torch.empty(n_pos, head.weight.shape[0], device=dev))
         final_logits = z_last
-    logp_final = torch.log_softmax(final_logits.float(), -1)  # (T, V)
-    p_final = logp_final.exp()
-    h_final = (p_final * -logp_final).nan_to_num().sum(-1).double()  # (T,) entropy of p_final
-    final_ids = logp_final.argmax(-1)  # (T,)
+    # p_final in float64, then float32: its float32 entries sum to 1 within 1e-7 (exp of a float32
+    # log-softmax sums to 1 + 1e-5, which moved a 135-nat cross-entropy by 2e-3).
+    z64 = final_logits.double()  # (T, V), small
+    z64 -= z64.amax(-1, keepdim=True)
+    p64 = z64.exp()
+    norm = p64.sum(-1)
+    p64 /= norm[:, None]
+    h_final = norm.log() - (p64 * z64).nansum(-1)  # (T,) entropy of p_final, float64
+    p_final = p64.float()
+    final_ids = final_logits.argmax(-1)  # (T,)
     next_ids = torch.cat([ids[1:], ids[:1]])  # (T,) last entry is a dummy, masked below
     v = final_logits.shape[-1]
-    n_read = n_states - (z_last is not None)  # states whose logits the blocks compute
-    blocks = _blocks(n_read, n_pos, v, max(v, min(BLOCK_ROWS * v, chunk_elems)))
-    if z_last is not None:
-        blocks.append((slice(n_read, n_states), slice(0, n_pos)))
+    n_rows, d = n_states * n_pos, normed.shape[-1]
+    rows = normed.reshape(n_rows, d)  # cell (s, t) is row s * T + t
+    n_mm = n_rows - (n_pos if z_last is not None else 0)  # rows after n_mm: h_L, logits known
+    cpu = dev.type == "cpu"
+    cap = min(BLOCK_ROWS, max(1, min(BLOCK_ELEMS, chunk_elems) // v))
+    blocks = _row_blocks(n_rows, cap, DEFAULT_THREADS if cpu else 1)
+    step = max(1, fused.STAT_ELEMS // v)  # rows whose statistics are read while in cache
     shape, kk = (n_states, n_pos), min(k, v)
     out = {n: torch.empty(shape, device=dev) for n in ("kl", "ce_final", "entropy", "ce_next")}
     out["prob_final"] = torch.empty(shape, device=dev)
     out["rank_final"] = torch.empty(shape, dtype=torch.long, device=dev)
     out["topk_ids"] = torch.empty((*shape, kk), dtype=torch.long, device=dev)
     out["topk_probs"] = torch.empty((*shape, kk), device=dev)
+    flat = {name: x.view(n_rows, *x.shape[2:]) for name, x in out.items()}
 
-    def read(block: tuple[slice, slice]) -> None:  # one block, written into ``out``
-        ss, ts = block
-        h = normed[ss, ts]  # (s, t, D)
-        s_, t_ = h.shape[:2]
-        n = s_ * t_
-        zbuf, ebuf = buffers(n * v, dev)
-        if ss.start == n_read:  # h_L: its logits are the model's, computed above
-            z = zbuf.view(s_, t_, v).copy_(z_last[ts].view(s_, t_, v))
-        else:
-            z = head(h.reshape(n, -1), zbuf.view(n, v)).view(s_, t_, v)
-        m, groups = group_max(z, kk)
-        z -= m  # shift by the max: exp never overflows
-        e = torch.exp(z, out=ebuf.view(s_, t_, v))  # unnormalised probabilities
-        norm = e.sum(-1)  # (s, t)
-        log_norm = norm.log()
-        ez = torch.bmm(e.view(n, 1, v), z.view(n, v, 1)).view(s_, t_)  # sum e*z
-        out["entropy"][ss, ts] = log_norm - ez / norm
-        ce_final = log_norm.double() - vocab_dot(z, p_final[ts])  # -sum p_final log p_i
-        out["ce_final"][ss, ts] = ce_final.float()
-        out["kl"][ss, ts] = (ce_final - h_final[ts]).clamp_min(0.0).float()
-        z_star = z.gather(-1, final_ids[ts].expand(s_, -1)[..., None])  # (s, t, 1)
-        out["prob_final"][ss, ts] = (z_star[..., 0] - log_norm).exp()
-        above = torch.gt(z, z_star, out=e)  # e is free now: 1.0 where above (no bool cast)
-        out["rank_final"][ss, ts] = 1 + above.sum(-1).long()
-        z_next = z.gather(-1, next_ids[ts].expand(s_, -1)[..., None])[..., 0]
-        out["ce_next"][ss, ts] = log_norm - z_next
-        top_ids, top_z = topk_in_groups(z, kk, groups)
-        out["topk_ids"][ss, ts] = top_ids
-        out["topk_probs"][ss, ts] = (top_z - log_norm[..., None]).exp()
+    def read(block: tuple[int, int]) -> None:  # rows r0..r1-1, written into ``out``
+        r0, r1 = block
+        zbuf, e = buffers((r1 - r0) * v, min(step, r1 - r0) * v, dev)
+        z = zbuf.view(r1 - r0, v)
+        if r0 < n_mm:
+            head(rows[r0 : min(r1, n_mm)], z[: min(r1, n_mm) - r0])
+        if r1 > n_mm:  # h_L: its logits are the model's, computed above
+            z[max(r0, n_mm) - r0 :].copy_(z_last[max(r0, n_mm) - n_mm : r1 - n_mm])
+        a = r0
+        while a < r1:  # a few rows at a time, never across two states
+            b = min(a + step, r1, (a // n_pos + 1) * n_pos)
+            t0, t1 = a % n_pos, a % n_pos + b - a
+            st = row_stats(
+                z[a - r0 : b - r0],
+                e[: (b - a) * v].view(b - a, v),
+                p_final[t0:t1],
+                final_ids[t0:t1],
+                next_ids[t0:t1],
+                kk,
+            )
+            ce_final = st["log_norm"].double() - st["pz"]  # -sum p_final log p_i
+            flat["ce_final"][a:b] = ce_final.float()
+            flat["kl"][a:b] = (ce_final - h_final[t0:t1]).clamp_min(0.0).float()
+            flat["ce_next"][a:b] = st["log_norm"] - st["z_next"]
+            for name in ("entropy", "prob_final", "rank_final", "topk_ids", "topk_probs"):
+                flat[name][a:b] = st[name]
+            a = b
 
-    if dev.type == "cpu":
+    if cpu:
         map_threads(read, blocks)  # whole blocks per core: no barrier per operation
     else:
         for block in blocks:
