@@ -6,7 +6,6 @@ name, so callers import from there.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ KINDS = ("hidden", "mlp", "attn")
 KIND_HOOK = {"hidden": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 
 _SIGMA_CACHE: dict[tuple[int, str], float] = {}
+_POINTS: dict[tuple[int, str], list] = {}
 
 
 @torch.inference_mode()
@@ -248,13 +248,34 @@ class _PrefixKV:
         return k, v
 
 
+def hook_points(lm: LoadedModel, kind: str) -> list[torch.nn.Module]:
+    """The bridge's hook point of ``kind`` (``KIND_HOOK``) in every block (looked up once).
+
+    A torch forward hook on the point itself costs microseconds; ``bridge.hooks`` resolves
+    its names on every entry (about 50 ms on SmolLM2), too slow once per block.
+    """
+    key = (id(lm.bridge), kind)
+    if key not in _POINTS:
+        points = lm.bridge.hook_dict
+        _POINTS[key] = [points[f"blocks.{j}.{KIND_HOOK[kind]}"] for j in range(lm.n_layers)]
+    return _POINTS[key]
+
+
 def _block(lm: LoadedModel, rep: Replay, j: int, x, q0: int, cache, hooks=()) -> torch.Tensor:
-    """Block ``j`` on positions ``q0..T-1`` (``x``: ``(B, T-q0, D)``); one locked step."""
+    """Block ``j`` on positions ``q0..T-1`` (``x``: ``(B, T-q0, D)``); one locked step.
+
+    ``hooks``: ``(module, fn(output) -> output)`` pairs, on for this block only.
+    """
     n_tok = rep.states.shape[1]
     kw = {**_sliced(rep.calls[j][1], q0, n_tok, n_tok), "past_key_values": cache}
     kw["use_cache"] = True
-    with lm.lock, lm.bridge.hooks(fwd_hooks=list(hooks)) if hooks else contextlib.nullcontext():
-        out = block_stack(lm)[j](x.to(lm.bridge.original_model.dtype), **kw)
+    with lm.lock:
+        handles = [m.register_forward_hook(lambda _m, _a, out, f=f: f(out)) for m, f in hooks]
+        try:
+            out = block_stack(lm)[j](x.to(lm.bridge.original_model.dtype), **kw)
+        finally:
+            for h in handles:
+                h.remove()
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -350,8 +371,9 @@ def restored_logits(
         if kind != "hidden":
             rows = [g * samples + i for g in range(active) if j in spans[g] for i in range(samples)]
             if rows:
-                name = f"blocks.{j}.{KIND_HOOK[kind]}"
-                hooks = [(name, restore_hook(clean, j, torch.tensor(rows), p, p))]
+                hooks = [
+                    (hook_points(lm, kind)[j], restore_hook(clean, j, torch.tensor(rows), p, p))
+                ]
         k, v = (t[:, :, :p].repeat(active, 1, 1, 1) for t in cor.kv[j])
         x = _block(lm, rep, j, x, p, _PrefixKV(k, v), hooks)
     with lm.lock:
