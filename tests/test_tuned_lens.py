@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -219,6 +220,36 @@ def test_smollm2_zero_lens_and_shipped_lens():
     logit = lens_readout(lm, lm.tokenize(text))
     assert r.kl[1:10, 1:].mean() < logit.kl[1:10, 1:].mean()  # early layers read better
     assert float(r.kl[-1].abs().max()) < 1e-4
+
+
+SHARED_DATA = TL.ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+def test_embedded_lens_beats_logit_lens_on_held_out_text(model):
+    """The shipped lens beats the logit lens at every state but the last, on held-out text.
+
+    The paragraphs are those its training run held out (issue 10); the lens is read as stored.
+    """
+    from precompute.datasets import load_wikitext
+    from precompute.model.load import load_model
+
+    if not (SHARED_DATA / "wikitext-2-raw-test.txt").exists():
+        pytest.skip(f"WikiText-2 test file not in {SHARED_DATA}")
+    lm = load_model(model, device="cpu")
+    lens = TL.find_lens(lm)
+    assert lens is not None, f"no embedded tuned lens for {model}"
+    cfg = lens.meta["training"]["config"]
+    first = cfg["n_train_docs"]
+    items, _ = load_wikitext(SHARED_DATA, n=first + cfg["n_eval_docs"])
+    recs = []
+    for item in items[first : first + 4]:  # held out: never trained on, never in the ridge fit
+        recs += T.eval_records(lm, lens, item, 32)
+    df = pd.DataFrame(recs)
+    kl = df[df.metric == "kl_to_final"].groupby(["variant", "layer"])["value"].mean().unstack(0)
+    assert len(kl) == lm.n_layers + 1
+    assert (kl["tuned"].iloc[:-1] < kl["logit"].iloc[:-1]).all(), kl
 
 
 def test_ridge_start_solves_its_normal_equations_and_never_loses_on_validation(tiny_models):
