@@ -28,7 +28,9 @@ Example:
     >>> lm = load_model("tiny-gpt2")
     >>> items = [Item(str(i), "the cat sat on the mat " * 6) for i in range(6)]
     >>> docs = tokenize_docs(lm, items, 32)
-    >>> lens, info = ridge_init(lm, docs, TrainConfig(fit_tokens=96, val_tokens=32))
+    >>> cfg = TrainConfig(init="ridge", fit_tokens=96, val_tokens=32)
+    >>> fit, val = split_docs(docs, cfg.fit_tokens, cfg.val_tokens, skip=1)
+    >>> lens, info = ridge_init(lm, fit, val, cfg)
     >>> len(info["alpha_per_layer"]) == lm.n_layers
     True
 """
