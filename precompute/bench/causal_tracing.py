@@ -7,7 +7,8 @@ and times the fast trace alone; ``STAGESCOPE_CT_BENCH_SAVE=FILE`` saves the fast
 (less sensitive than wall time to other jobs on a shared machine). Also times one live trace
 of the live-panels prompt (20 tokens, the same kinds, streamed coarse first on one intra-op
 thread, as the page runs it): seconds to the first partial heatmap and to the finished one
-(issue 13: 5 s and 60 s); ``STAGESCOPE_CT_BENCH_LIVE=0`` skips it.
+(issue 13: 5 s and 60 s); ``STAGESCOPE_CT_BENCH_LIVE=0`` skips it,
+``STAGESCOPE_CT_BENCH_LIVE_THREADS=2`` runs it on two threads.
 
 Example:
     STAGESCOPE_CT_BENCH_REFERENCE=0 python -m precompute bench causal-tracing \
@@ -70,7 +71,8 @@ def run(model_name: str, args) -> dict:
     live = os.environ.get("STAGESCOPE_CT_BENCH_LIVE", "1") != "0"
     first, frames, live_s, live_cpu, live_tokens = None, 0, 0.0, 0.0, 0
     t0, cpu = time.perf_counter(), time.process_time()
-    for fr in trace_frames(lm, LIVE_PROMPT, LIVE_SUBJECT, cfg, threads=1) if live else ():
+    threads = int(os.environ.get("STAGESCOPE_CT_BENCH_LIVE_THREADS", "1"))
+    for fr in trace_frames(lm, LIVE_PROMPT, LIVE_SUBJECT, cfg, threads=threads) if live else ():
         frames += 1
         if first is None and fr.done:
             first = time.perf_counter() - t0
@@ -92,6 +94,7 @@ def run(model_name: str, args) -> dict:
         "live_trace_cpu_seconds": round(live_cpu, 3),
         "live_trace_frames": frames,
         "live_trace_tokens": live_tokens,
+        "live_trace_threads": threads,
         "matmul_gflops_f32": round(matmul_peak_flops() / 1e9, 1),
         "torch_threads": torch.get_num_threads(),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
