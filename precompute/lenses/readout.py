@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,7 @@ from precompute.model.internals import (
 )
 from precompute.model.load import LoadedModel
 from precompute.model.replay import states_and_logits
-from precompute.model.threads import DEFAULT_THREADS, map_threads
+from precompute.model.threads import DEFAULT_THREADS, intra_op_threads, map_threads
 
 
 def lens_logits(
@@ -109,6 +110,9 @@ def _row_blocks(n_rows: int, cap: int, workers: int) -> list[tuple[int, int]]:
     return [(r, min(r + size, n_rows)) for r in range(0, n_rows, size)]
 
 
+ALL = slice(None)
+
+
 class _Unembed:
     """The unembedding written into a reused buffer (``lm.bridge.unembed``'s numbers, no copies).
 
@@ -123,16 +127,42 @@ class _Unembed:
         self.cap = logit_softcap(lm)
         self.direct = self.weight.dtype == torch.float32
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Logits of normed rows ``x`` ``(n, D)`` into ``out`` ``(n, V)`` float32."""
+    def __call__(self, x: torch.Tensor, out: torch.Tensor, cols: slice = ALL) -> torch.Tensor:
+        """Logits of normed rows ``x`` ``(n, D)`` into ``out`` ``(n, V)`` float32.
+
+        ``cols``: only these vocabulary entries (``out`` then holds as many columns).
+        """
         if not self.direct:
-            return out.copy_(unembed(self.lm, x))
-        torch.mm(x.to(self.weight.dtype), self.weight.t(), out=out)
+            return out.copy_(unembed(self.lm, x)[:, cols])
+        torch.mm(x.to(self.weight.dtype), self.weight[cols].t(), out=out)
         if self.bias is not None:
-            out += self.bias
+            out += self.bias[cols]
         if self.cap:
             out.div_(self.cap).tanh_().mul_(self.cap)
         return out
+
+    def split(self, x: torch.Tensor, workers: int) -> torch.Tensor:
+        """Logits of ``x`` ``(n, D)``, vocabulary slices spread over single-core workers."""
+        v = self.weight.shape[0]
+        if workers <= 1 or not self.direct:
+            return self(x, torch.empty(x.shape[0], v, device=x.device))
+        cuts = [slice(v * i // workers, v * (i + 1) // workers) for i in range(workers)]
+        empty = [torch.empty(x.shape[0], c.stop - c.start, device=x.device) for c in cuts]
+        return torch.cat(map_threads(lambda i: self(x, empty[i], cuts[i]), range(workers)), -1)
+
+
+def _final(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's output distribution ``p_final`` ``(T, V)`` float32 and its entropy (float64).
+
+    Computed in float64, then rounded: the float32 entries sum to 1 within 1e-7 (exp of a
+    float32 log-softmax summed to 1 + 1e-5, which moved a 135-nat cross-entropy by 2e-3).
+    """
+    z64 = z.double()
+    z64 -= z64.amax(-1, keepdim=True)
+    p64 = z64.exp()
+    norm = p64.sum(-1)
+    p64 /= norm[:, None]
+    return p64.float(), norm.log() - (p64 * z64).nansum(-1)
 
 
 @torch.inference_mode()
@@ -168,32 +198,35 @@ def lens_from_states(
     Returns:
         The read-outs.
     """
+    dev = states.device
+    cpu = dev.type == "cpu"
+    workers = DEFAULT_THREADS if cpu else 1
+    with intra_op_threads(1) if cpu else contextlib.nullcontext():  # small ops: no barriers
+        return _read(lm, states, final_logits, ids, k, variant, chunk_elems, workers)
+
+
+def _read(lm, states, final_logits, ids, k, variant, chunk_elems, workers) -> LensReadout:
+    """:func:`lens_from_states` on ``workers`` single-core threads (1: in this thread)."""
     n_states, n_pos, _ = states.shape
+    dev = states.device
     normed = final_norm(lm, states, variant, final_state=states[-1])  # (S, T, D), small
     head = _Unembed(lm)
-    dev = states.device
     z_last = None  # without final_logits: the lens of h_L is the model's output, computed once
     if final_logits is None:
-        z_last = head(normed[-1], torch.empty(n_pos, head.weight.shape[0], device=dev))
-        final_logits = z_last
-    # p_final in float64, then float32: its float32 entries sum to 1 within 1e-7 (exp of a float32
-    # log-softmax sums to 1 + 1e-5, which moved a 135-nat cross-entropy by 2e-3).
-    z64 = final_logits.double()  # (T, V), small
-    z64 -= z64.amax(-1, keepdim=True)
-    p64 = z64.exp()
-    norm = p64.sum(-1)
-    p64 /= norm[:, None]
-    h_final = norm.log() - (p64 * z64).nansum(-1)  # (T,) entropy of p_final, float64
-    p_final = p64.float()
+        z_last = final_logits = head.split(normed[-1], workers)
+    cuts = [slice(n_pos * i // workers, n_pos * (i + 1) // workers) for i in range(workers)]
+    cuts = [c for c in cuts if c.stop > c.start]  # positions split over the workers
+    parts = map_threads(lambda c: _final(final_logits[c]), cuts)
+    p_final = torch.cat([p for p, _ in parts])  # (T, V)
+    h_final = torch.cat([h for _, h in parts])  # (T,) float64
     final_ids = final_logits.argmax(-1)  # (T,)
     next_ids = torch.cat([ids[1:], ids[:1]])  # (T,) last entry is a dummy, masked below
     v = final_logits.shape[-1]
     n_rows, d = n_states * n_pos, normed.shape[-1]
     rows = normed.reshape(n_rows, d)  # cell (s, t) is row s * T + t
     n_mm = n_rows - (n_pos if z_last is not None else 0)  # rows after n_mm: h_L, logits known
-    cpu = dev.type == "cpu"
     cap = min(BLOCK_ROWS, max(1, min(BLOCK_ELEMS, chunk_elems) // v))
-    blocks = _row_blocks(n_rows, cap, DEFAULT_THREADS if cpu else 1)
+    blocks = _row_blocks(n_rows, cap, workers)
     step = max(1, fused.STAT_ELEMS // v)  # rows whose statistics are read while in cache
     shape, kk = (n_states, n_pos), min(k, v)
     out = {n: torch.empty(shape, device=dev) for n in ("kl", "ce_final", "entropy", "ce_next")}
@@ -231,11 +264,7 @@ def lens_from_states(
                 flat[name][a:b] = st[name]
             a = b
 
-    if cpu:
-        map_threads(read, blocks)  # whole blocks per core: no barrier per operation
-    else:
-        for block in blocks:
-            read(block)
+    map_threads(read, blocks, workers)  # whole blocks per core: no barrier per operation
     out["ce_next"][:, -1] = float("nan")
     return LensReadout(ids=ids, final_ids=final_ids, **out)
 
