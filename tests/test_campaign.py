@@ -271,3 +271,13 @@ def test_failed_chunks_are_reported_while_the_rest_finishes(setup, tmp_path, cap
     code = main(["campaign-status", str(path), "--work-dir", str(work), "--json", *args])
     report = json.loads(capsys.readouterr().out)
     assert report["summary"]["done"] == 1 and report["summary"]["failed"] == 1
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "data" / "campaigns").glob("*.toml")), ids=str)
+def test_shipped_campaign_files_load_and_name_real_methods(path):
+    from precompute.methods import get_method
+
+    campaign = load_campaign(path)
+    assert campaign.models
+    for name in campaign.methods:
+        assert get_method(name).name == name
