@@ -13,6 +13,7 @@ DATASETS = {
     "wikitext": "WikiText-2 paragraphs",
     "facts": "the team's facts",
     "known_1000": "known_1000 facts (ROME)",
+    "facts_known": "the team's facts + known_1000 (ROME), deduplicated",
     "mcq": "multiple-choice questions",
     "examples": "the team's example prompts",
     "weights": "the weights alone (no text)",
