@@ -165,3 +165,26 @@ def test_newer_run_of_same_key_replaces_the_older(tiny_models, tmp_path, wikitex
     build(tmp_path / "w2", kept, keep_superseded=True)
     con = duckdb.connect(str(kept / "stagescope.duckdb"), read_only=True)
     assert sorted(con.execute("SELECT n_items FROM runs").df()["n_items"]) == [3, 5]
+
+
+def test_rebuilding_an_older_work_folder_keeps_the_newer_results(
+    tiny_models, tmp_path, wikitext_dir
+):
+    lm, method = tiny_models["tiny-gpt2"], get_method("logit_lens")
+    out = tmp_path / "results"
+    for work, n, tokens in (("w1", 3, 16), ("w2", 5, 24)):
+        time.sleep(1.1)  # finished_at has one-second resolution
+        run_job(
+            lm,
+            method,
+            "wikitext",
+            LogitLensConfig(max_tokens=tokens),
+            tmp_path / work,
+            wikitext_dir,
+            n_items=n,
+            progress=False,
+        )
+    build(tmp_path / "w2", out)
+    build(tmp_path / "w1", out)  # the older run must not replace the newer one
+    con = duckdb.connect(str(out / "stagescope.duckdb"), read_only=True)
+    assert con.execute("SELECT n_items FROM runs").df()["n_items"].tolist() == [5]

@@ -101,26 +101,39 @@ def _newest(jobs: list[Path], metas: list[dict]) -> tuple[list[Path], list[dict]
     return [jobs[i] for i in keep], [metas[i] for i in keep]
 
 
-def _superseded(out_dir: Path, metas: list[dict]) -> set[str]:
-    """Run ids already built whose (model, method, dataset) a new job replaces."""
+def _superseded(out_dir: Path, jobs: list[Path], metas: list[dict]):
+    """Split on the runs already built: (their run ids the new jobs replace, jobs kept, metas kept).
+
+    A new job older than a built run of its (model, method, dataset) is not built (rebuilding an
+    old work folder never drops newer results).
+    """
     runs = _read_existing(out_dir, "runs")
     if runs is None or not len(runs):
-        return set()
-    keys = {_key(m) for m in metas}
+        return set(), jobs, metas
     new_ids = {m["run_id"] for m in metas}
+    built = {}
+    for _, r in runs[~runs["run_id"].isin(new_ids)].iterrows():
+        built[_key(r)] = max(built.get(_key(r), ""), r["finished_at"])
+    keep = [i for i, m in enumerate(metas) if m["finished_at"] >= built.get(_key(m), "")]
+    for i in sorted(set(range(len(metas))) - set(keep)):
+        log.warning("older than the built run of its key, not built: %s", metas[i]["run_id"])
+    jobs, metas = [jobs[i] for i in keep], [metas[i] for i in keep]
+    keys, new_ids = {_key(m) for m in metas}, {m["run_id"] for m in metas}
     old = runs[[(_key(r) in keys) and r["run_id"] not in new_ids for _, r in runs.iterrows()]]
     for run_id in old["run_id"]:
         log.warning("superseded by a newer run, dropped: %s", run_id)
-    return set(old["run_id"])
+    return set(old["run_id"]), jobs, metas
 
 
 def _build(work_dir: Path, out_dir: Path, keep_superseded: bool = False) -> dict[str, int]:
     jobs = finished_jobs(work_dir)
     metas = [json.loads((j / "job.json").read_text()) for j in jobs]
+    superseded: set[str] = set()
     if not keep_superseded:
         jobs, metas = _newest(jobs, metas)
+        superseded, jobs, metas = _superseded(out_dir, jobs, metas)
     new_ids = {m["run_id"] for m in metas}
-    dropped = new_ids | (set() if keep_superseded else _superseded(out_dir, metas))
+    dropped = new_ids | superseded
     tables: dict[str, pd.DataFrame] = {}
     for table in schema.TABLES:
         parts = []
